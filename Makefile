@@ -1,0 +1,48 @@
+# One entry point for developers and CI. Everything installs itself on first use
+# (tests/env/bootstrap.sh) into $(TROP_CACHE), outside the checkout.
+SHELL := /bin/bash
+export TROP_CACHE ?= /var/cache/traceroute-operator
+VENV := $(TROP_CACHE)/venv
+PY := $(VENV)/bin/python
+export PATH := $(VENV)/bin:$(PATH)
+
+.PHONY: env lint test test-fast demo bench bench-probe bench-operator env-up env-down clean-lab
+
+env:
+	bash tests/env/bootstrap.sh
+
+lint: env
+	$(PY) -m ruff check probe operator tests
+	$(PY) -m ruff format --check probe operator tests
+	$(PY) -m mypy
+
+# Every test: the fast layer and the real-component layer (control plane,
+# Pushgateway + Prometheus, network lab). Needs root for network namespaces.
+test: env lint
+	$(PY) -m pytest tests
+
+# Pure functions only: no cluster, no lab, no root.
+test-fast:
+	$(PY) -m pytest -m "not slow" tests
+
+demo: env
+	$(PY) -m tests.realenv demo
+
+bench: bench-probe bench-operator
+
+bench-probe: env
+	$(PY) -m tests.bench.probe
+
+bench-operator: env
+	$(PY) -m tests.bench.operator
+
+# Start/stop the real test environment by hand (see README).
+env-up: env
+	$(PY) -m tests.realenv up
+
+env-down:
+	$(PY) -m tests.realenv down
+
+# Remove every lab namespace, process and bridge a crashed run left behind.
+clean-lab:
+	$(PY) -m tests.realenv cleanup

@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# Install everything the tests, the demo and the benchmarks need on a fresh
+# machine. Idempotent and cached under $TROP_CACHE (outside the checkout, world
+# readable: probe pods run as uid 65534 and need to read the interpreter).
+set -euo pipefail
+here="$(cd "$(dirname "$0")" && pwd)"
+root="$(cd "$here/../.." && pwd)"
+export TROP_CACHE="${TROP_CACHE:-/var/cache/traceroute-operator}"
+mkdir -p "$TROP_CACHE"
+chmod 755 "$TROP_CACHE"
+
+apt_packages=(prometheus-pushgateway prometheus traceroute mtr-tiny scamper nftables iproute2
+              python3.11-venv util-linux unzip openssl procps)
+missing=()
+for p in "${apt_packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  echo "== apt: installing ${missing[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+# Debian's postinst may start the services; the tests run their own instances.
+pkill -x prometheus 2>/dev/null || true
+pkill -x prometheus-pushgateway 2>/dev/null || true
+
+venv="$TROP_CACHE/venv"
+if [[ ! -x "$venv/bin/python" ]]; then
+  echo "== venv: $venv (Debian python3.11, readable by the probe's uid)"
+  /usr/bin/python3.11 -m venv "$venv"
+  "$venv/bin/pip" install -q --upgrade pip
+fi
+stamp="$venv/.installed-$(sha256sum "$root/pyproject.toml" | cut -c1-16)"
+if [[ ! -f "$stamp" ]]; then
+  echo "== pip: installing traceroute-operator[dev] into $venv"
+  "$venv/bin/pip" install -q -e "$root[dev]"
+  rm -f "$venv"/.installed-*
+  touch "$stamp"
+else
+  # keep the editable install pointing at this checkout (CI clones elsewhere)
+  "$venv/bin/pip" install -q --no-deps -e "$root" >/dev/null
+fi
+chmod -R a+rX "$venv"
+
+echo "== control plane"
+bash "$here/build-control-plane.sh"
+echo "== helm and kubectl"
+bash "$here/install-helm-kubectl.sh"
+if [[ -f "$here/build-prometheus-operator-crds.sh" ]]; then
+  echo "== prometheus-operator CRDs"
+  bash "$here/build-prometheus-operator-crds.sh"
+fi
+echo "== environment ready in $TROP_CACHE"

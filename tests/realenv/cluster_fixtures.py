@@ -1,0 +1,1 @@
+"""pytest fixtures for the control plane, pod runner, Pushgateway and Prometheus."""

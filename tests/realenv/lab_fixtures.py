@@ -1,0 +1,1 @@
+"""pytest fixtures for the network-namespace lab (see lab.py)."""
