@@ -1,0 +1,259 @@
+"""Process and directory bookkeeping shared by the cluster components of the test environment.
+
+Every component (control plane, Pushgateway, Prometheus, pod runner) lives in its own
+directory under RUNTIME_ROOT with pidfiles of the processes it started and an owner record.
+A crashed test run leaves these behind; `cleanup_stale()` finds them by owner liveness and
+kills exactly the recorded processes (pid + start time, so a recycled pid is never hit).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+RUNTIME_ROOT = Path(os.environ.get("TROP_RUNTIME", "/run/traceroute-operator"))
+CACHE = Path(os.environ.get("TROP_CACHE", "/var/cache/traceroute-operator"))
+VENV_BIN = CACHE / "venv" / "bin"
+
+_OWNER_FILE = "owner.json"
+_PIDS_DIR = "pids"
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port that was free a moment ago (the caller binds it right after)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def process_start_time(pid: int) -> int | None:
+    """Start time of a process in clock ticks since boot, None if it does not exist."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        return None
+    # the command name (field 2) may contain spaces and parentheses: split after the last ')'
+    fields = stat[stat.rindex(")") + 2 :].split()
+    return int(fields[19])
+
+
+def _alive(pid: int, start_time: int | None) -> bool:
+    current = process_start_time(pid)
+    if current is None:
+        return False
+    if start_time is not None and current != start_time:
+        return False
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, IndexError):
+        return False
+    return state != "Z"
+
+
+@dataclass(frozen=True)
+class ProcessRecord:
+    name: str
+    pid: int
+    start_time: int | None
+
+    def alive(self) -> bool:
+        return _alive(self.pid, self.start_time)
+
+
+def terminate(records: Sequence[ProcessRecord], grace_seconds: float = 5.0) -> None:
+    """SIGTERM each recorded process group, SIGKILL what is still alive after the grace time."""
+    living = [r for r in records if r.alive()]
+    for record in living:
+        _signal_group(record, signal.SIGTERM)
+    deadline = time.monotonic() + grace_seconds
+    while time.monotonic() < deadline and any(r.alive() for r in living):
+        time.sleep(0.05)
+    for record in living:
+        if record.alive():
+            _signal_group(record, signal.SIGKILL)
+    deadline = time.monotonic() + 2.0
+    while time.monotonic() < deadline and any(r.alive() for r in living):
+        time.sleep(0.05)
+
+
+def _signal_group(record: ProcessRecord, sig: signal.Signals) -> None:
+    # processes are started in their own session: the group id is the pid
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(record.pid, sig)
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.kill(record.pid, sig)
+
+
+class RuntimeDir:
+    """One component's directory under RUNTIME_ROOT: files, logs and pidfiles.
+
+    `owner_pid=None` marks an environment started by hand (`python -m tests.realenv up`):
+    stale-cleanup leaves it alone, only `down` or `cleanup --all` remove it.
+    """
+
+    def __init__(self, kind: str, *, owner_pid: int | None) -> None:
+        RUNTIME_ROOT.mkdir(parents=True, exist_ok=True)
+        os.chmod(RUNTIME_ROOT, 0o755)
+        self.path = RUNTIME_ROOT / f"{kind}-{uuid.uuid4().hex[:10]}"
+        self.path.mkdir(mode=0o700)
+        (self.path / _PIDS_DIR).mkdir()
+        owner = {
+            "kind": kind,
+            "owner_pid": owner_pid,
+            "owner_start": process_start_time(owner_pid) if owner_pid else None,
+            "created": time.time(),
+        }
+        (self.path / _OWNER_FILE).write_text(json.dumps(owner))
+        self._procs: dict[str, subprocess.Popen[bytes]] = {}
+
+    @classmethod
+    def existing(cls, path: Path) -> RuntimeDir:
+        obj = cls.__new__(cls)
+        obj.path = path
+        obj._procs = {}
+        return obj
+
+    def spawn(
+        self,
+        name: str,
+        argv: Sequence[str],
+        *,
+        env: Mapping[str, str] | None = None,
+        die_with_owner: bool = True,
+        cwd: Path | None = None,
+    ) -> subprocess.Popen[bytes]:
+        """Start a long-running process, log to <dir>/<name>.log, record its pidfile."""
+        full = list(argv)
+        if die_with_owner:
+            # a SIGKILLed test run must not leave servers behind
+            full = ["setpriv", "--pdeathsig", "KILL", "--", *full]
+        log: IO[bytes] = open(self.log_path(name), "ab")  # noqa: SIM115 - child keeps it
+        try:
+            proc = subprocess.Popen(
+                full,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=dict(env) if env is not None else None,
+                cwd=cwd,
+                start_new_session=True,
+            )
+        finally:
+            log.close()
+        self._procs[name] = proc
+        record = {"pid": proc.pid, "start_time": process_start_time(proc.pid), "argv": full}
+        (self.path / _PIDS_DIR / f"{name}.json").write_text(json.dumps(record))
+        return proc
+
+    def log_path(self, name: str) -> Path:
+        return self.path / f"{name}.log"
+
+    def log_tail(self, name: str, max_bytes: int = 4000) -> str:
+        try:
+            data = self.log_path(name).read_bytes()
+        except FileNotFoundError:
+            return ""
+        return data[-max_bytes:].decode(errors="replace")
+
+    def records(self) -> list[ProcessRecord]:
+        return _read_records(self.path)
+
+    def stop(self, names: Sequence[str] | None = None, grace_seconds: float = 5.0) -> None:
+        records = [r for r in self.records() if names is None or r.name in names]
+        terminate(records, grace_seconds)
+        for record in records:
+            proc = self._procs.pop(record.name, None)
+            if proc is not None:
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    proc.wait(timeout=1)
+            with contextlib.suppress(FileNotFoundError):
+                (self.path / _PIDS_DIR / f"{record.name}.json").unlink()
+
+    def remove(self, grace_seconds: float = 5.0) -> None:
+        self.stop(grace_seconds=grace_seconds)
+        shutil.rmtree(self.path, ignore_errors=True)
+
+
+def _read_records(path: Path) -> list[ProcessRecord]:
+    records = []
+    for pidfile in sorted((path / _PIDS_DIR).glob("*.json")):
+        try:
+            data: dict[str, Any] = json.loads(pidfile.read_text())
+        except (OSError, ValueError):
+            continue
+        records.append(ProcessRecord(pidfile.stem, int(data["pid"]), data.get("start_time")))
+    return records
+
+
+def _owner(path: Path) -> dict[str, Any]:
+    try:
+        data: dict[str, Any] = json.loads((path / _OWNER_FILE).read_text())
+        return data
+    except (OSError, ValueError):
+        return {}
+
+
+def runtime_dirs() -> list[Path]:
+    if not RUNTIME_ROOT.is_dir():
+        return []
+    return sorted(p for p in RUNTIME_ROOT.iterdir() if p.is_dir())
+
+
+def is_stale(path: Path) -> bool:
+    owner = _owner(path)
+    pid = owner.get("owner_pid")
+    if pid is None:
+        # started by hand: never stale unless its owner file is missing (half-created)
+        return not owner
+    return not _alive(int(pid), owner.get("owner_start"))
+
+
+def is_manual(path: Path) -> bool:
+    owner = _owner(path)
+    return bool(owner) and owner.get("owner_pid") is None
+
+
+def cleanup_stale(*, include_manual: bool = False) -> list[Path]:
+    """Kill the recorded processes of dead owners' directories and remove those directories."""
+    removed = []
+    for path in runtime_dirs():
+        if is_stale(path) or (include_manual and is_manual(path)):
+            terminate(_read_records(path), grace_seconds=3.0)
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+    return removed
+
+
+def wait_until(
+    predicate: Any,
+    *,
+    timeout: float,
+    interval: float = 0.2,
+    what: str = "condition",
+) -> Any:
+    """Poll `predicate()` until it returns a truthy value; TimeoutError after `timeout` s."""
+    deadline = time.monotonic() + timeout
+    last_error: BaseException | None = None
+    while True:
+        try:
+            value = predicate()
+            if value:
+                return value
+        except Exception as exc:
+            last_error = exc
+        if time.monotonic() >= deadline:
+            detail = f" (last error: {last_error!r})" if last_error else ""
+            raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}{detail}")
+        time.sleep(interval)
