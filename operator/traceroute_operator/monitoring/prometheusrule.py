@@ -1,0 +1,293 @@
+"""PrometheusRule with the alerts of one TracerouteProbe.
+
+One object per probe, in the probe's namespace, owned by the probe: its stale
+threshold comes from the probe's schedule, and its expressions select the probe's
+own series (``namespace``/``probe`` come from the Pushgateway grouping key).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from ._common import (
+    PROBE_API_VERSION,
+    PROBE_KIND,
+    PROBE_LABEL,
+    bounded_name,
+    common_labels,
+    duration,
+    get_path,
+    promql_string,
+)
+from .schedule import max_interval_seconds
+from .settings import MonitoringSettings
+
+DEFAULT_SCHEDULE = "*/5 * * * *"
+RULE_NAME_PREFIX = "traceroute-probe-"
+_ON = "on (namespace, probe, target)"
+# One-to-one matching with on() keeps only the on() labels; group_left keeps all of
+# the left side's (job and the probe's --label labels, which alert routing may use).
+_ON_KEEP = "on (namespace, probe, target) group_left ()"
+
+
+@dataclass(frozen=True)
+class ProbeIdentity:
+    """What the monitoring objects need from a TracerouteProbe, read defensively."""
+
+    namespace: str
+    name: str
+    uid: str | None
+    schedule: str
+    targets: tuple[str, ...]
+    suspended: bool
+
+    @property
+    def selector(self) -> str:
+        return f"namespace={promql_string(self.namespace)}, probe={promql_string(self.name)}"
+
+
+def probe_identity(probe: Mapping[str, Any]) -> ProbeIdentity:
+    name = get_path(probe, "metadata", "name")
+    namespace = get_path(probe, "metadata", "namespace")
+    if not isinstance(name, str) or not name:
+        raise ValueError("TracerouteProbe without metadata.name")
+    if not isinstance(namespace, str) or not namespace:
+        raise ValueError(f"TracerouteProbe {name} without metadata.namespace")
+    uid = get_path(probe, "metadata", "uid")
+    schedule = get_path(probe, "spec", "schedule")
+    raw_targets = get_path(probe, "spec", "targets")
+    targets: list[str] = []
+    if isinstance(raw_targets, Sequence) and not isinstance(raw_targets, str):
+        for item in raw_targets:
+            if isinstance(item, str):
+                targets.append(item)
+            elif isinstance(item, Mapping):
+                # tolerate a structured form ({host: ...} / {name: ...})
+                for key in ("host", "name", "target", "address"):
+                    if isinstance(item.get(key), str):
+                        targets.append(item[key])
+                        break
+    return ProbeIdentity(
+        namespace=namespace,
+        name=name,
+        uid=uid if isinstance(uid, str) and uid else None,
+        schedule=schedule if isinstance(schedule, str) and schedule.strip() else DEFAULT_SCHEDULE,
+        targets=tuple(targets),
+        suspended=get_path(probe, "spec", "suspend") is True,
+    )
+
+
+def prometheusrule_name(probe_name: str) -> str:
+    return bounded_name(RULE_NAME_PREFIX, probe_name)
+
+
+@dataclass(frozen=True)
+class AlertTimings:
+    """Durations derived from the probe's schedule and the settings, in seconds."""
+
+    interval: float  # longest gap between two runs of the schedule
+    confirm: float  # a condition must hold this long to span alert_confirm_runs runs
+    stale: float  # no run for this long is stale
+    change_window: float  # PathChanged / HopCountChanged keep firing this long
+
+
+def alert_timings(schedule: str, settings: MonitoringSettings) -> AlertTimings:
+    interval = max_interval_seconds(schedule)
+    # A value pushed by run k is replaced by run k+1 one interval later (plus the
+    # run's own duration and a scrape): holding for (n-1) intervals and half an
+    # interval more (at most 5 min, at least 1 min) means n runs agreed.
+    margin = min(max(interval / 2, 60.0), 300.0)
+    confirm = (settings.alert_confirm_runs - 1) * interval + margin
+    stale = max(settings.stale_multiplier * interval, interval + settings.stale_min_grace_seconds)
+    return AlertTimings(
+        interval=interval,
+        confirm=confirm,
+        stale=stale,
+        change_window=float(settings.change_alert_window_seconds),
+    )
+
+
+def build_prometheusrule(probe: Mapping[str, Any], settings: MonitoringSettings) -> dict[str, Any]:
+    """The PrometheusRule (monitoring.coreos.com/v1) holding the alerts of ``probe``."""
+    ident = probe_identity(probe)
+    timings = alert_timings(ident.schedule, settings)
+    metadata: dict[str, Any] = {
+        "name": prometheusrule_name(ident.name),
+        "namespace": ident.namespace,
+        "labels": {
+            **common_labels("alerts"),
+            PROBE_LABEL: _label_value(ident.name),
+            **settings.prometheusrule_labels,
+        },
+    }
+    if ident.uid:
+        metadata["ownerReferences"] = [
+            {
+                "apiVersion": PROBE_API_VERSION,
+                "kind": PROBE_KIND,
+                "name": ident.name,
+                "uid": ident.uid,
+                "controller": True,
+                "blockOwnerDeletion": True,
+            }
+        ]
+    return {
+        "apiVersion": "monitoring.coreos.com/v1",
+        "kind": "PrometheusRule",
+        "metadata": metadata,
+        "spec": {
+            "groups": [
+                {
+                    "name": f"traceroute.{ident.namespace}.{ident.name}",
+                    "rules": build_alert_rules(ident, timings, settings),
+                }
+            ]
+        },
+    }
+
+
+def build_alert_rules(
+    ident: ProbeIdentity, timings: AlertTimings, settings: MonitoringSettings
+) -> list[dict[str, Any]]:
+    sel = ident.selector
+    who = f"TracerouteProbe {ident.namespace}/{ident.name}"
+    runs = settings.alert_confirm_runs
+    runs_text = "its last run" if runs == 1 else f"its last {runs} runs"
+    confirm = duration(timings.confirm)
+    window = duration(timings.change_window)
+    changed_window = duration(timings.confirm + timings.change_window)
+    describe = f"`kubectl -n {ident.namespace} describe tracerouteprobe {ident.name}`"
+
+    def now(metric: str, fmt: str = "%.0f") -> str:
+        return _current_value(f"{metric}{{{sel}, target=%q}}", fmt)
+
+    rules: list[dict[str, Any]] = []
+
+    def add(alert: str, expr: str, hold: str | None, summary: str, description: str) -> None:
+        rule: dict[str, Any] = {"alert": alert, "expr": expr}
+        if hold:
+            rule["for"] = hold
+        rule["labels"] = {"severity": settings.severity(alert), **settings.alert_labels}
+        rule["annotations"] = {"summary": summary, "description": description}
+        rules.append(rule)
+
+    add(
+        "TraceroutePathChanged",
+        f"increase(traceroute_path_changes_total{{{sel}}}[{window}]) > 0",
+        None,
+        f"Route from {who} to {{{{ $labels.target }}}} changed",
+        f"The network path from {who} to {{{{ $labels.target }}}} changed within the last "
+        f"{window}: at some TTL the responding routers became disjoint from the previous "
+        "path, or the hop count or reachability changed, confirmed over several runs. "
+        "A silent hop or another ECMP branch of the same route does not count. "
+        f"Path changes so far: {now('traceroute_path_changes_total')}; "
+        f"hop count now: {now('traceroute_hops')}. "
+        f"{describe} shows the hop-by-hop diff in its Events.",
+    )
+    add(
+        "TracerouteDestinationUnreachable",
+        f"traceroute_reached{{{sel}}} == 0",
+        confirm,
+        f"{{{{ $labels.target }}}} unreachable from {who}",
+        f"{who} did not reach {{{{ $labels.target }}}} in {runs_text} (for {confirm}). "
+        f"The last hop that answered is at TTL {now('traceroute_hops')}. "
+        "The Traceroute probe dashboard shows where the path ends.",
+    )
+    add(
+        "TracerouteHopCountChanged",
+        f"(traceroute_hops{{{sel}}} != {_ON_KEEP} traceroute_expected_hops{{{sel}}})"
+        f" and {_ON} (traceroute_reached{{{sel}}} == 1)",
+        confirm,
+        f"{{{{ $labels.target }}}} is {{{{ $value }}}} hops from {who}, expected "
+        f"{now('traceroute_expected_hops')}",
+        f"{who} reaches {{{{ $labels.target }}}} in {{{{ $value }}}} hops, but its "
+        f"spec.expectedHops says {now('traceroute_expected_hops')} (in {runs_text}). "
+        f"The route is not the one you declared; {describe} shows the current path.",
+        # Only targets with an expectation: see the rule without one below.
+    )
+    rules[-1]["labels"]["reason"] = "expected_mismatch"
+    add(
+        "TracerouteHopCountChanged",
+        # moved from one value held over the confirm runs (one window ago) to another
+        # value held over the confirm runs (now), so a single odd run never fires;
+        # and the destination answered all along (a failing run changes the hop
+        # count too: that is TracerouteDestinationUnreachable's business)
+        f"(traceroute_hops{{{sel}}}"
+        f" != {_ON_KEEP} (traceroute_hops{{{sel}}} offset {changed_window})"
+        f" and {_ON} (max_over_time(traceroute_hops{{{sel}}}[{confirm}])"
+        f" == min_over_time(traceroute_hops{{{sel}}}[{confirm}]))"
+        f" and {_ON} (max_over_time(traceroute_hops{{{sel}}}[{confirm}] offset {changed_window})"
+        f" == min_over_time(traceroute_hops{{{sel}}}[{confirm}] offset {changed_window}))"
+        f" and {_ON} (min_over_time(traceroute_reached{{{sel}}}[{changed_window}]) == 1))"
+        f" unless {_ON} traceroute_expected_hops{{{sel}}}",
+        None,
+        f"Hop count from {who} to {{{{ $labels.target }}}} changed to {{{{ $value }}}}",
+        f"The hop count from {who} to {{{{ $labels.target }}}} changed within the last "
+        f"{changed_window} and has been {{{{ $value }}}} in {runs_text}, while the "
+        "destination answered all along. Set spec.expectedHops to alert on any other hop "
+        f"count instead. {describe} shows the path-change Events.",
+    )
+    rules[-1]["labels"]["reason"] = "changed"
+    add(
+        "TracerouteDestinationLossHigh",
+        f"traceroute_destination_loss_ratio{{{sel}}} > {settings.destination_loss_threshold:g}"
+        f" and {_ON} (traceroute_reached{{{sel}}} == 1)",
+        confirm,
+        f"{{{{ $value | humanizePercentage }}}} loss to {{{{ $labels.target }}}} from {who}",
+        f"{who} lost {{{{ $value | humanizePercentage }}}} of its probes to the destination "
+        f"{{{{ $labels.target }}}} (threshold {settings.destination_loss_threshold:.0%}) in "
+        f"{runs_text}, though the destination still answers. The per-hop table of the "
+        "Traceroute probe dashboard shows from which hop on the loss starts.",
+    )
+    if not ident.suspended:
+        stale = duration(timings.stale)
+        targets = _targets_text(ident.targets)
+        schedule = (
+            f"its schedule {ident.schedule!r} runs at least every {duration(timings.interval)}"
+        )
+        add(
+            "TracerouteProbeStale",
+            f"time() - max by (namespace, probe) (traceroute_run_timestamp_seconds{{{sel}}})"
+            f" > {timings.stale:.0f}",
+            None,
+            f"{who} has not run for {{{{ $value | humanizeDuration }}}}",
+            f"No result of {who}{targets} for {{{{ $value | humanizeDuration }}}}; "
+            f"{schedule} (alert after {stale}). "
+            f"Check its CronJob, Jobs and pods in namespace {ident.namespace}: {describe}.",
+        )
+        rules[-1]["labels"]["reason"] = "no_recent_run"
+        add(
+            "TracerouteProbeStale",
+            f"absent(traceroute_run_timestamp_seconds{{{sel}}})",
+            stale,
+            f"{who} has no results in Prometheus",
+            f"No result of {who}{targets} has reached Prometheus for {stale}; {schedule}. "
+            f"Check its CronJob, Jobs and pods ({describe}) and that Prometheus scrapes "
+            "the Pushgateway (ServiceMonitor selected by your Prometheus).",
+        )
+        rules[-1]["labels"]["reason"] = "no_results"
+    return rules
+
+
+def _current_value(selector_format: str, fmt: str) -> str:
+    """A Go-template snippet printing the current value of one series of this target."""
+    return (
+        f"{{{{ with printf `{selector_format}` $labels.target | query }}}}"
+        f'{{{{ . | first | value | printf "{fmt}" }}}}{{{{ else }}}}unknown{{{{ end }}}}'
+    )
+
+
+def _targets_text(targets: tuple[str, ...]) -> str:
+    if not targets:
+        return ""
+    shown = ", ".join(targets[:5])
+    if len(targets) > 5:
+        shown += f" and {len(targets) - 5} more"
+    return f" (targets: {shown})"
+
+
+def _label_value(value: str) -> str:
+    # Kubernetes label values are at most 63 characters.
+    return value if len(value) <= 63 else bounded_name("", value, 63)
