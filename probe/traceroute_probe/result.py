@@ -1,0 +1,270 @@
+"""The result of a run: complete also when nothing answers; JSON and termination message."""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import math
+import statistics
+import zlib
+from dataclasses import dataclass, field
+from typing import Any
+
+TERMINATION_MESSAGE_LIMIT = 4096
+_ERROR_TEXT_LIMIT = 200
+
+
+@dataclass
+class FlowHop:
+    """What one flow saw at one TTL."""
+
+    flow: int
+    ttl: int
+    sent: int = 0
+    rtts_ms: list[float] = field(default_factory=list)
+    responders: dict[str, int] = field(default_factory=dict)  # address -> replies
+
+    @property
+    def replies(self) -> int:
+        return len(self.rtts_ms)
+
+    @property
+    def loss_ratio(self) -> float:
+        return 0.0 if self.sent == 0 else max(0.0, 1.0 - self.replies / self.sent)
+
+    def rtt_stats_ms(self) -> tuple[float, float, float, float] | None:
+        """(min, avg, max, population stddev) in ms, or None without samples."""
+        if not self.rtts_ms:
+            return None
+        return (
+            min(self.rtts_ms),
+            statistics.fmean(self.rtts_ms),
+            max(self.rtts_ms),
+            statistics.pstdev(self.rtts_ms),
+        )
+
+    @property
+    def main_responder(self) -> str | None:
+        if not self.responders:
+            return None
+        return sorted(self.responders.items(), key=lambda item: (-item[1], item[0]))[0][0]
+
+
+@dataclass
+class Hop:
+    ttl: int
+    flows: list[FlowHop]
+    rate_limited: bool = False
+
+    @property
+    def addresses(self) -> list[str]:
+        return sort_addresses({a for f in self.flows for a in f.responders})
+
+    @property
+    def sent(self) -> int:
+        return sum(f.sent for f in self.flows)
+
+    @property
+    def replies(self) -> int:
+        return sum(f.replies for f in self.flows)
+
+    @property
+    def loss_ratio(self) -> float:
+        sent = self.sent
+        return 0.0 if sent == 0 else max(0.0, 1.0 - self.replies / sent)
+
+    def rtts_ms(self) -> list[float]:
+        return [r for f in self.flows for r in f.rtts_ms]
+
+
+@dataclass
+class TargetError:
+    kind: str  # resolve | permission | socket | internal
+    message: str
+
+
+@dataclass
+class TargetResult:
+    target: str
+    address: str | None
+    family: int | None
+    protocol: str
+    reached: bool = False
+    hop_count: int = 0
+    hops: list[Hop] = field(default_factory=list)  # ttl 1..hop_count
+    destination_sent: int = 0
+    destination_rtts_ms: list[float] = field(default_factory=list)
+    duration_seconds: float = 0.0
+    error: TargetError | None = None
+    expected_hops: int | None = None
+    flow_ids: list[dict[str, int]] = field(default_factory=list)
+
+    @property
+    def destination_loss_ratio(self) -> float:
+        if not self.reached or self.destination_sent == 0:
+            return 1.0
+        return max(0.0, 1.0 - len(self.destination_rtts_ms) / self.destination_sent)
+
+    @property
+    def destination_rtt_ms(self) -> float | None:
+        if not self.destination_rtts_ms:
+            return None
+        return statistics.fmean(self.destination_rtts_ms)
+
+    def path(self) -> list[list[str]]:
+        """Per TTL 1..hop_count the sorted responders across flows ([] = silent)."""
+        return [hop.addresses for hop in self.hops]
+
+    @property
+    def path_fingerprint(self) -> int:
+        """uint32 identifying reachability, hop count and per-TTL responder sets."""
+        canonical = "|".join(",".join(addrs) or "*" for addrs in self.path())
+        return zlib.crc32(f"{int(self.reached)}:{self.hop_count}:{canonical}".encode())
+
+    def to_json(self) -> dict[str, Any]:
+        hops = []
+        for hop in self.hops:
+            rtts = hop.rtts_ms()
+            hops.append(
+                {
+                    "ttl": hop.ttl,
+                    "addresses": hop.addresses,
+                    "sent": hop.sent,
+                    "replies": hop.replies,
+                    "loss_ratio": round(hop.loss_ratio, 4),
+                    "rtt_ms": _stats_json(rtts),
+                    "rate_limited": hop.rate_limited,
+                    "flows": [
+                        {
+                            "flow": f.flow,
+                            "addresses": sort_addresses(f.responders),
+                            "sent": f.sent,
+                            "replies": f.replies,
+                            "loss_ratio": round(f.loss_ratio, 4),
+                            "rtts_ms": [round(r, 3) for r in f.rtts_ms],
+                        }
+                        for f in hop.flows
+                    ],
+                }
+            )
+        doc: dict[str, Any] = {
+            "target": self.target,
+            "address": self.address,
+            "family": self.family,
+            "protocol": self.protocol,
+            "reached": self.reached,
+            "hop_count": self.hop_count,
+            "duration_seconds": round(self.duration_seconds, 4),
+            "destination_loss_ratio": round(self.destination_loss_ratio, 4),
+            "destination_rtt_ms": _round(self.destination_rtt_ms),
+            "path_fingerprint": self.path_fingerprint,
+            "flows": self.flow_ids,
+            "hops": hops,
+        }
+        if self.expected_hops is not None:
+            doc["expected_hops"] = self.expected_hops
+        if self.error is not None:
+            doc["error"] = {"kind": self.error.kind, "message": self.error.message}
+        return doc
+
+
+@dataclass
+class RunResult:
+    started: float  # epoch seconds
+    duration_seconds: float
+    targets: list[TargetResult]
+    errors: list[str] = field(default_factory=list)
+    exit_code: int = 0
+
+
+def sort_addresses(addresses: Any) -> list[str]:
+    """Numeric order (IPv4 before IPv6), so "10.0.2.1" < "10.0.10.1"."""
+
+    def key(text: str) -> tuple[int, int, str]:
+        try:
+            ip = ipaddress.ip_address(text)
+        except ValueError:
+            return (9, 0, text)
+        return (ip.version, int(ip), text)
+
+    return sorted(set(addresses), key=key)
+
+
+def _round(value: float | None, digits: int = 3) -> float | None:
+    if value is None or math.isnan(value):
+        return None
+    return round(value, digits)
+
+
+def _stats_json(rtts: list[float]) -> dict[str, float] | None:
+    if not rtts:
+        return None
+    return {
+        "min": round(min(rtts), 3),
+        "avg": round(statistics.fmean(rtts), 3),
+        "max": round(max(rtts), 3),
+        "stddev": round(statistics.pstdev(rtts), 3),
+    }
+
+
+def _short(text: str) -> str:
+    return text if len(text) <= _ERROR_TEXT_LIMIT else text[: _ERROR_TEXT_LIMIT - 3] + "..."
+
+
+def termination_message(run: RunResult, limit: int = TERMINATION_MESSAGE_LIMIT) -> str:
+    """The compact result (contracts.md section 3), degraded to stay within ``limit`` bytes.
+
+    Degradation order: drop ``rtt``; null ``p`` from the last target backwards; drop the
+    per-target ``e`` texts; finally drop targets from the end. ``trunc`` says it happened.
+    """
+    entries: list[dict[str, Any]] = []
+    for t in run.targets:
+        entry: dict[str, Any] = {
+            "n": t.target,
+            "a": t.address,
+            "r": t.reached,
+            "h": t.hop_count,
+            "p": t.path(),
+            "l": round(t.destination_loss_ratio, 4),
+            "rtt": _round(t.destination_rtt_ms),
+        }
+        if t.error is not None:
+            entry["e"] = _short(f"{t.error.kind}: {t.error.message}")
+        entries.append(entry)
+    doc: dict[str, Any] = {
+        "v": 1,
+        "ts": round(run.started, 3),
+        "dur": round(run.duration_seconds, 3),
+        "code": run.exit_code,
+        "err": [_short(e) for e in run.errors][:8],
+        "t": entries,
+        "trunc": False,
+    }
+
+    def encoded() -> str:
+        return json.dumps(doc, separators=(",", ":"), ensure_ascii=True)
+
+    text = encoded()
+    if len(text) <= limit:
+        return text
+    for entry in entries:
+        entry.pop("rtt", None)
+    doc["trunc"] = True
+    text = encoded()
+    for entry in reversed(entries):
+        if len(text) <= limit:
+            return text
+        entry["p"] = None
+        text = encoded()
+    for entry in entries:
+        if len(text) <= limit:
+            return text
+        entry.pop("e", None)
+        text = encoded()
+    while len(text) > limit and entries:
+        entries.pop()
+        text = encoded()
+    if len(text) > limit:
+        doc["err"] = []
+        text = encoded()
+    return text

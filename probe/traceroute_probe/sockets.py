@@ -1,0 +1,209 @@
+"""Sockets for probing: ICMP ping (datagram) and raw sockets, UDP datagram, raw TCP.
+
+The unprivileged paths read ICMP errors from the socket error queue: ``IP_RECVERR`` (11)
+and ``IPV6_RECVERR`` (25) make the kernel queue Time Exceeded / Unreachable with the
+offender address, so no capability is needed. Python only names these constants from
+3.14, hence the literals (from linux/in.h, linux/in6.h).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import socket
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from icmplib import ICMPv4Socket, ICMPv6Socket
+from icmplib.exceptions import ICMPSocketError, SocketPermissionError
+
+from .packets import IP_RECVERR, IPV6_RECVERR, SO_TIMESTAMPNS
+
+MSG_ERRQUEUE = 0x2000
+_DRAIN_LIMIT = 256  # bounded per wake-up; the loop comes back for the rest
+
+# Errors a datagram socket reports on send/recv because an earlier ICMP error set
+# sk_err; they belong to an earlier probe, not to this call.
+_PENDING_ERRNOS = frozenset(
+    {
+        errno.EHOSTUNREACH,
+        errno.ENETUNREACH,
+        errno.ECONNREFUSED,
+        errno.EPROTO,
+        errno.EACCES,
+        errno.EPERM,
+        errno.ENOPROTOOPT,
+        errno.EMSGSIZE,
+        errno.ETIMEDOUT,
+    }
+)
+_PERMISSION_ERRNOS = frozenset({errno.EPERM, errno.EACCES})
+
+
+class SocketOpenError(Exception):
+    """A probing socket could not be opened; ``kind`` is ``permission`` or ``socket``."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
+def _af(family: int) -> socket.AddressFamily:
+    return socket.AF_INET if family == 4 else socket.AF_INET6
+
+
+@dataclass
+class Received:
+    data: bytes
+    ancdata: list[tuple[int, int, bytes]]
+    address: str | None
+    rx_ns: int
+    from_error_queue: bool
+
+
+class ProbeSocket:
+    """One socket plus what it is for. Keeps icmplib's wrapper alive: it owns the fd."""
+
+    def __init__(self, sock: socket.socket, family: int, owner: Any = None) -> None:
+        self.sock = sock
+        self.family = family
+        self._owner = owner
+        sock.setblocking(False)
+        with contextlib.suppress(OSError):  # user-space receive time is the fallback
+            sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+    def enable_recverr(self) -> None:
+        if self.family == 4:
+            self.sock.setsockopt(socket.IPPROTO_IP, IP_RECVERR, 1)
+        else:
+            self.sock.setsockopt(socket.IPPROTO_IPV6, IPV6_RECVERR, 1)
+
+    def set_ttl(self, ttl: int) -> None:
+        if self.family == 4:
+            self.sock.setsockopt(socket.IPPROTO_IP, socket.IP_TTL, ttl)
+        else:
+            self.sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_UNICAST_HOPS, ttl)
+
+    def send(self, data: bytes, address: tuple[Any, ...] | None, ttl: int) -> int:
+        """Send with the given TTL; returns the send time (ns since the epoch).
+
+        A queued ICMP error of an earlier probe sets the socket error, which the next
+        send would report instead of sending: read it away first (SO_ERROR clears it).
+        """
+        self.set_ttl(ttl)
+        self.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        for _ in range(2):
+            sent_ns = time.time_ns()
+            try:
+                if address is None:
+                    self.sock.send(data)
+                else:
+                    self.sock.sendto(data, address)
+                return sent_ns
+            except OSError as err:
+                if err.errno not in _PENDING_ERRNOS:
+                    raise
+        raise OSError(errno.EIO, "send failed twice on a pending socket error")
+
+    def drain(self, *, error_queue: bool) -> list[Received]:
+        """Everything readable right now (bounded), error queue first."""
+        out: list[Received] = []
+        if error_queue:
+            out.extend(self._read(MSG_ERRQUEUE))
+        out.extend(self._read(0))
+        return out
+
+    def _read(self, flags: int) -> list[Received]:
+        out: list[Received] = []
+        for _ in range(_DRAIN_LIMIT):
+            try:
+                data, ancdata, _msg_flags, address = self.sock.recvmsg(2048, 512, flags)
+            except BlockingIOError:
+                break
+            except InterruptedError:
+                continue
+            except OSError as err:
+                if err.errno in _PENDING_ERRNOS:
+                    continue  # pending sk_err reported on the data path; the error queue has it
+                raise
+            rx_ns = time.time_ns()
+            host = address[0] if isinstance(address, tuple) and address else None
+            out.append(Received(data, list(ancdata), host, rx_ns, bool(flags & MSG_ERRQUEUE)))
+        return out
+
+    def close(self) -> None:
+        if self._owner is not None:
+            self._owner.close()
+        else:
+            self.sock.close()
+
+
+def open_icmp(family: int, *, raw: bool) -> ProbeSocket:
+    """An ICMP socket through icmplib: raw (needs CAP_NET_RAW) or ping (datagram)."""
+    cls = ICMPv4Socket if family == 4 else ICMPv6Socket
+    try:
+        wrapper = cls(privileged=raw)
+    except SocketPermissionError as err:
+        kind = (
+            "raw ICMP sockets need CAP_NET_RAW"
+            if raw
+            else ("ICMP ping sockets are not allowed for this group (net.ipv4.ping_group_range)")
+        )
+        raise SocketOpenError("permission", f"{kind}: {err}") from err
+    except ICMPSocketError as err:
+        raise SocketOpenError("socket", f"cannot open ICMPv{family} socket: {err}") from err
+    return ProbeSocket(wrapper.sock, family, owner=wrapper)
+
+
+def bind_ping_ident(probe_socket: ProbeSocket, ident: int) -> None:
+    """Ping sockets take their ICMP identifier from the bound "port"."""
+    host = "0.0.0.0" if probe_socket.family == 4 else "::"
+    probe_socket.sock.bind((host, ident))
+
+
+def ping_ident(probe_socket: ProbeSocket) -> int:
+    return int(probe_socket.sock.getsockname()[1])
+
+
+def open_udp(family: int, src_port: int, destination: str, dst_port: int) -> ProbeSocket:
+    sock = socket.socket(_af(family), socket.SOCK_DGRAM)
+    try:
+        sock.bind(("0.0.0.0" if family == 4 else "::", src_port))
+        sock.connect((destination, dst_port))
+    except OSError:
+        sock.close()
+        raise
+    return ProbeSocket(sock, family)
+
+
+def open_raw(family: int, protocol: int) -> ProbeSocket:
+    try:
+        sock = socket.socket(_af(family), socket.SOCK_RAW, protocol)
+    except OSError as err:
+        if err.errno in _PERMISSION_ERRNOS:
+            raise SocketOpenError(
+                "permission", f"raw sockets need CAP_NET_RAW (protocol {protocol}): {err.strerror}"
+            ) from err
+        raise SocketOpenError("socket", f"cannot open raw socket: {err.strerror}") from err
+    return ProbeSocket(sock, family)
+
+
+def raw_sockets_allowed(family: int) -> bool:
+    try:
+        socket.socket(
+            _af(family), socket.SOCK_RAW, socket.IPPROTO_ICMP if family == 4 else 58
+        ).close()
+    except OSError:
+        return False
+    return True
+
+
+def source_address(destination: str, family: int) -> str:
+    """The local address the kernel would use towards ``destination`` (no packet sent)."""
+    with socket.socket(_af(family), socket.SOCK_DGRAM) as sock:
+        sock.connect((destination, 9))
+        return str(sock.getsockname()[0])
