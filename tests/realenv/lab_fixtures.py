@@ -1,1 +1,35 @@
 """pytest fixtures for the network-namespace lab (see lab.py)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from tests.realenv.lab import Lab, Topology
+
+LabFactory = Callable[[Topology], Lab]
+
+
+def _require_root() -> None:
+    if os.geteuid() != 0:
+        pytest.skip("the network lab needs root (network namespaces)")
+
+
+@pytest.fixture
+def lab_factory() -> Iterator[LabFactory]:
+    """Callable(Topology) -> started Lab; every lab is torn down after the test."""
+    _require_root()
+    labs: list[Lab] = []
+
+    def start(topology: Topology) -> Lab:
+        lab = Lab(topology)
+        labs.append(lab)
+        return lab.start()
+
+    try:
+        yield start
+    finally:
+        for lab in reversed(labs):
+            lab.stop()
