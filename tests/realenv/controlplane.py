@@ -337,6 +337,12 @@ class ControlPlane:
                 f"--service-account-key-file={pki / 'sa.pub'}",
                 f"--service-account-signing-key-file={pki / 'sa.key'}",
                 "--profiling=false",
+                # as on real clusters (kubeadm): privileged pods are refused by PodSecurity
+                # admission per namespace, not by a global switch
+                "--allow-privileged=true",
+                # the `kubernetes` Service cannot have loopback endpoints; nothing here routes
+                # service IPs anyway (no kube-proxy)
+                "--endpoint-reconciler-type=none",
                 *self.extra_apiserver_args,
             ],
             die_with_owner=die_with_owner,

@@ -28,6 +28,7 @@ VENV_BIN = CACHE / "venv" / "bin"
 
 _OWNER_FILE = "owner.json"
 _PIDS_DIR = "pids"
+_CREATED_PATHS = "created-paths"
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -157,6 +158,15 @@ class RuntimeDir:
         (self.path / _PIDS_DIR / f"{name}.json").write_text(json.dumps(record))
         return proc
 
+    def note_created_path(self, path: Path) -> None:
+        """Remember a path created outside this directory (a mount point on the host) so that
+        stale-cleanup can remove it if it is still empty."""
+        with open(self.path / _CREATED_PATHS, "a") as f:
+            f.write(f"{path}\n")
+
+    def remove_created_paths(self) -> None:
+        _remove_created_paths(self.path)
+
     def log_path(self, name: str) -> Path:
         return self.path / f"{name}.log"
 
@@ -183,6 +193,7 @@ class RuntimeDir:
 
     def remove(self, grace_seconds: float = 5.0) -> None:
         self.stop(grace_seconds=grace_seconds)
+        _remove_created_paths(self.path)
         shutil.rmtree(self.path, ignore_errors=True)
 
 
@@ -195,6 +206,21 @@ def _read_records(path: Path) -> list[ProcessRecord]:
             continue
         records.append(ProcessRecord(pidfile.stem, int(data["pid"]), data.get("start_time")))
     return records
+
+
+def _remove_created_paths(path: Path) -> None:
+    """Remove noted paths that are still empty, deepest first; never anything with content."""
+    try:
+        noted = (path / _CREATED_PATHS).read_text().split("\n")
+    except FileNotFoundError:
+        return
+    for entry in sorted({p for p in noted if p}, key=len, reverse=True):
+        target = Path(entry)
+        with contextlib.suppress(OSError):
+            if target.is_dir() and not target.is_symlink():
+                target.rmdir()
+            elif target.is_file() and target.stat().st_size == 0:
+                target.unlink()
 
 
 def _owner(path: Path) -> dict[str, Any]:
@@ -231,6 +257,7 @@ def cleanup_stale(*, include_manual: bool = False) -> list[Path]:
     for path in runtime_dirs():
         if is_stale(path) or (include_manual and is_manual(path)):
             terminate(_read_records(path), grace_seconds=3.0)
+            _remove_created_paths(path)
             shutil.rmtree(path, ignore_errors=True)
             removed.append(path)
     return removed
