@@ -1,0 +1,371 @@
+"""The generated alerts and dashboards against a real Pushgateway and Prometheus.
+
+Probe runs happen in the network lab (a diamond: two disjoint routes, flipped at run
+time) and push to the real Pushgateway; the operator's own code turns each run's
+termination message into its ECMP-aware verdict (pathchange.observe) and pushes
+that (pushgateway.verdict_exposition/push_verdict), as the operator does. Prometheus
+scrapes with honor_labels and evaluates the generated PrometheusRule.
+
+Proves: every query of every dashboard panel (and every variable and annotation)
+returns data; the per-hop table and the node graph show the lab's real path;
+TraceroutePathChanged fires in Prometheus' own rule evaluation after the route flip;
+deleting the probe's Pushgateway groups removes its series.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import re
+import shutil
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+import yaml
+from traceroute_operator.monitoring import MonitoringSettings, build_prometheusrule
+from traceroute_operator.monitoring.dashboards import build_dashboards
+from traceroute_operator.pathchange import DetectionState, observe, trace_from_path
+from traceroute_operator.pushgateway import (
+    PushgatewayEndpoint,
+    delete_groups,
+    push_verdict,
+    verdict_exposition,
+)
+from traceroute_operator.results import RunResult, parse_termination_message
+from traceroute_operator.status import iso
+
+from tests.realenv.lab import Lab, Topology
+from tests.realenv.lab_fixtures import LabFactory
+from tests.realenv.promstack import Prometheus, Pushgateway
+
+pytestmark = pytest.mark.slow
+
+CONFIRM_RUNS = 2
+PROBE_UID = 65534
+VENV_BIN = Path("/var/cache/traceroute-operator/venv/bin")
+
+
+def probe_cli() -> str | None:
+    """The real probe CLI, once the probe package has it."""
+    if importlib.util.find_spec("traceroute_probe.cli") is None:
+        return None
+    return shutil.which("traceroute-probe", path=f"{VENV_BIN}:/usr/local/bin:/usr/bin")
+
+
+@dataclass
+class ProbeUnderTest:
+    """One TracerouteProbe's runs in the lab plus the operator's verdict on them."""
+
+    lab: Lab
+    pushgateway: Pushgateway
+    namespace: str
+    name: str
+    target: str
+    workdir: Path
+    expected_hops: int
+    state: DetectionState = field(default_factory=DetectionState)
+    path_changes: int = 0
+    last_change: float | None = None
+
+    def run(self) -> RunResult:
+        """One probe run in the lab; then the operator's verdict, pushed."""
+        cli = probe_cli()
+        result = self._run_cli(cli) if cli is not None else self._run_synthetic()
+        (target,) = result.targets
+        assert target.path is not None
+        trace = trace_from_path([sorted(h) for h in target.path], target.hops, target.reached)
+        self.state, change = observe(self.state, trace, CONFIRM_RUNS, self.target)
+        if change is not None:
+            self.path_changes += 1
+            self.last_change = result.timestamp
+        status_target: dict[str, Any] = {"name": self.target, "pathChanges": self.path_changes}
+        if self.last_change is not None:
+            status_target["lastChangeTime"] = iso(self.last_change)
+        push_verdict(
+            PushgatewayEndpoint(self.pushgateway.url),
+            self.namespace,
+            self.name,
+            verdict_exposition([status_target], {}),
+        )
+        return result
+
+    def _run_cli(self, cli: str) -> RunResult:
+        log = self.workdir / f"termination-{uuid.uuid4().hex[:6]}"
+        log.touch()
+        log.chmod(0o666)
+        proc = self.lab.run(
+            "probe",
+            [
+                cli,
+                *("--namespace", self.namespace, "--probe", self.name),
+                *("--pushgateway", self.pushgateway.url),
+                *("--expected-hops", str(self.expected_hops)),
+                *("--termination-log", str(log), "--timeout", "5"),
+                self.target,
+            ],
+            user=PROBE_UID,
+            group=PROBE_UID,
+            timeout=30,
+        )
+        assert proc.returncode in (0, 1), f"probe failed ({proc.returncode}): {proc.stderr}"
+        return parse_termination_message(log.read_text())
+
+    def _run_synthetic(self) -> RunResult:
+        """Until the probe's CLI exists: its contract's series and termination message,
+        built from the lab's ground truth of the current route."""
+        hops = self.lab.truth("probe", "target")
+        now = time.time()
+        exposition, message = synthetic_probe_output(self.target, hops, self.expected_hops, now)
+        self.pushgateway.push(
+            "traceroute", {"namespace": self.namespace, "probe": self.name}, exposition
+        )
+        return parse_termination_message(json.dumps(message))
+
+
+def synthetic_probe_output(
+    target: str, hops: list[str], expected: int, now: float, flows: int = 3
+) -> tuple[str, dict[str, Any]]:
+    families: dict[str, list[str]] = {}
+
+    def sample(name: str, labels: dict[str, str], value: float) -> None:
+        text = ",".join(f'{k}="{v}"' for k, v in labels.items())
+        families.setdefault(name, []).append(f"{name}{{{text}}} {value}")
+
+    t = {"target": target}
+    sample("traceroute_run_timestamp_seconds", {}, now)
+    sample("traceroute_run_duration_seconds", {}, 0.2)
+    sample("traceroute_reached", t, 1)
+    sample("traceroute_hops", t, len(hops))
+    sample("traceroute_expected_hops", t, expected)
+    sample("traceroute_destination_loss_ratio", t, 0.0)
+    sample("traceroute_destination_rtt_seconds", t, 0.0002 * len(hops))
+    sample("traceroute_duration_seconds", t, 0.2)
+    sample("traceroute_path_fingerprint", t, hash(tuple(hops)) % 2**32)
+    previous = "origin"
+    for ttl, ip in enumerate(hops, start=1):
+        for flow in range(flows):
+            hop = {**t, "flow": str(flow), "ttl": str(ttl)}
+            rtt = 0.0002 * ttl
+            sample("traceroute_hop_rtt_min_seconds", hop, rtt * 0.9)
+            sample("traceroute_hop_rtt_avg_seconds", hop, rtt)
+            sample("traceroute_hop_rtt_max_seconds", hop, rtt * 1.2)
+            sample("traceroute_hop_rtt_stddev_seconds", hop, rtt * 0.1)
+            sample("traceroute_hop_loss_ratio", hop, 0.0)
+            sample("traceroute_hop_probes_sent", hop, 3)
+            sample("traceroute_hop_replies", hop, 3)
+            sample("traceroute_hop_info", {**hop, "ip": ip}, 1)
+        sample("traceroute_hop_rate_limited", {**t, "ttl": str(ttl)}, 0)
+        sample("traceroute_edge_info", {**t, "from": previous, "to": ip}, 1)
+        previous = ip
+    text = "".join(
+        f"# TYPE {name} gauge\n" + "\n".join(lines) + "\n" for name, lines in families.items()
+    )
+    message = {
+        "v": 1,
+        "ts": now,
+        "dur": 0.2,
+        "code": 0,
+        "err": [],
+        "t": [
+            {
+                "n": target,
+                "a": target,
+                "r": True,
+                "h": len(hops),
+                "p": [[ip] for ip in hops],
+                "l": 0.0,
+                "rtt": 0.2,
+            }
+        ],
+        "trunc": False,
+    }
+    return text, message
+
+
+# --- dashboard queries -------------------------------------------------------------
+
+
+def substitute(expr: str, variables: dict[str, str]) -> str:
+    for name, value in variables.items():
+        expr = expr.replace(f"${{{name}}}", value).replace(f"${name}", value)
+    expr = expr.replace("$__range", "1h").replace("$__rate_interval", "1m")
+    return expr.replace("$__interval", "15s")
+
+
+def run_query(prom: Prometheus, expr: str, *, instant: bool) -> list[dict[str, Any]]:
+    if instant:
+        return prom.query(expr)
+    end = time.time()
+    response = requests.get(
+        f"{prom.url}/api/v1/query_range",
+        params={"query": expr, "start": str(end - 300), "end": str(end), "step": "1"},
+        timeout=10,
+    )
+    body = response.json()
+    assert body["status"] == "success", f"{expr}: {body}"
+    result: list[dict[str, Any]] = body["data"]["result"]
+    return result
+
+
+def label_values_query(query: str) -> tuple[str, str]:
+    """Grafana's label_values(selector, label) as PromQL giving the same values."""
+    match = re.fullmatch(r"label_values\((.*),\s*(\w+)\)", query.strip())
+    assert match, query
+    return f"count by ({match[2]}) ({match[1]})", match[2]
+
+
+def check_dashboard_returns_data(
+    prom: Prometheus, dashboard: dict[str, Any], variables: dict[str, str]
+) -> dict[str, list[dict[str, Any]]]:
+    """Every variable, panel target and annotation query returns data; results by title."""
+    results: dict[str, list[dict[str, Any]]] = {}
+    for variable in dashboard["templating"]["list"]:
+        if variable["type"] != "query":
+            continue
+        promql, label = label_values_query(substitute(variable["query"], variables))
+        values = {r["metric"].get(label) for r in prom.query(promql)}
+        wanted = variables[variable["name"]]
+        assert wanted in values or (wanted == ".*" and values), (
+            f"{dashboard['uid']}: variable {variable['name']} offers {values}"
+        )
+    empty = []
+    for panel in dashboard["panels"]:
+        for target in panel.get("targets") or []:
+            expr = substitute(target["expr"], variables)
+            result = run_query(prom, expr, instant=bool(target.get("instant")))
+            results[f"{panel['title']}/{target['refId']}"] = result
+            if not result:
+                empty.append(f"{panel['title']} ({target['refId']}): {expr}")
+    for annotation in dashboard["annotations"]["list"]:
+        expr = substitute(annotation["expr"], variables)
+        if not run_query(prom, expr, instant=False):
+            empty.append(f"annotation {annotation['name']}: {expr}")
+    assert not empty, f"{dashboard['uid']}: queries without data:\n" + "\n".join(empty)
+    return results
+
+
+# --- the test ------------------------------------------------------------------------
+
+
+@pytest.fixture
+def rules_loaded(prometheus: Prometheus) -> Iterator[list[Path]]:
+    files: list[Path] = []
+    yield files
+    prometheus.reload(rule_files=[])
+
+
+def test_alerts_and_dashboards_on_real_prometheus(
+    lab_factory: LabFactory,
+    pushgateway: Pushgateway,
+    prometheus: Prometheus,
+    rules_loaded: list[Path],
+    tmp_path: Path,
+) -> None:
+    lab = lab_factory(Topology.diamond(a_routers=2, b_routers=3))
+    lab.attach_cluster_network("probe")
+    tmp_path.chmod(0o755)
+    namespace = f"obs-{uuid.uuid4().hex[:8]}"
+    target = lab.addr("target")
+    path_a = lab.truth("probe", "target")
+    probe = ProbeUnderTest(
+        lab, pushgateway, namespace, "web", target, tmp_path, expected_hops=len(path_a)
+    )
+    spec = {
+        "metadata": {"name": probe.name, "namespace": namespace},
+        "spec": {"schedule": "* * * * *", "targets": [target], "expectedHops": len(path_a)},
+    }
+    rule = build_prometheusrule(spec, MonitoringSettings())
+    rule_file = tmp_path / "rules.yaml"
+    rule_file.write_text(yaml.safe_dump({"groups": rule["spec"]["groups"]}, sort_keys=False))
+    rules_loaded.append(rule_file)
+    prometheus.reload(rule_files=[rule_file])
+    prometheus.wait_for_healthy_targets()
+
+    sel = f'namespace="{namespace}", probe="web"'
+    for _ in range(CONFIRM_RUNS):
+        result = probe.run()
+        assert result.targets[0].reached
+    prometheus.wait_for(f"traceroute_path_changes_total{{{sel}}} == 0", timeout=30)
+    prometheus.wait_for(f"traceroute_hops{{{sel}}} == {len(path_a)}", timeout=30)
+    assert not [
+        a
+        for a in prometheus.alerts()
+        if a["labels"].get("namespace") == namespace
+        and a["labels"]["alertname"] == "TraceroutePathChanged"
+    ]
+
+    # the route flips to the longer branch; the operator confirms it over two runs
+    lab.use_path("b")
+    path_b = lab.truth("probe", "target")
+    assert len(path_b) == len(path_a) + 1
+    for _ in range(CONFIRM_RUNS):
+        probe.run()
+    assert probe.path_changes == 1
+
+    # Prometheus' own rule evaluation: the alert fires for this probe and target
+    deadline = time.monotonic() + 60
+    firing: list[dict[str, Any]] = []
+    while time.monotonic() < deadline and not firing:
+        firing = [
+            a
+            for a in prometheus.alerts()
+            if a["labels"]["alertname"] == "TraceroutePathChanged"
+            and a["labels"].get("namespace") == namespace
+            and a["state"] == "firing"
+        ]
+        time.sleep(0.5)
+    assert firing, f"TraceroutePathChanged did not fire: {prometheus.alerts()}"
+    (alert,) = firing
+    assert alert["labels"]["target"] == target and alert["labels"]["probe"] == "web"
+    assert f"hop count now: {len(path_b)}" in alert["annotations"]["description"]
+    assert "Path changes so far: 1" in alert["annotations"]["description"]
+    # hops != expectedHops is evaluated too (pending until its `for:` has passed)
+    mismatch = [
+        a
+        for a in prometheus.alerts()
+        if a["labels"]["alertname"] == "TracerouteHopCountChanged"
+        and a["labels"].get("namespace") == namespace
+    ]
+    assert mismatch and mismatch[0]["labels"]["reason"] == "expected_mismatch"
+
+    # every query of every panel returns data, on both dashboards
+    dashboards = build_dashboards()
+    drill = check_dashboard_returns_data(
+        prometheus,
+        dashboards["traceroute-probe"],
+        {"datasource": "prom", "namespace": namespace, "probe": "web", "target": target},
+    )
+    check_dashboard_returns_data(
+        prometheus,
+        dashboards["traceroute-overview"],
+        {"datasource": "prom", "namespace": namespace, "probe": ".*", "target": ".*"},
+    )
+
+    # the mtr-like table shows the lab's current route, hop by hop
+    table_rows = drill["Hops (latest run)/D"]
+    by_ttl: dict[int, set[str]] = {}
+    for row in table_rows:
+        by_ttl.setdefault(int(row["metric"]["ttl"]), set()).add(row["metric"]["ip"])
+    assert [by_ttl[ttl] for ttl in sorted(by_ttl)] == [{ip} for ip in path_b]
+    # the node graph's edges chain origin -> ... -> target along that route
+    edges = {r["metric"]["source"]: r["metric"]["target"] for r in drill["Path/edges"]}
+    walk: list[str] = []
+    node = "origin"
+    while node in edges and len(walk) < 64:
+        node = edges[node]
+        walk.append(node)
+    assert walk == path_b
+    assert all(r["metric"]["id"] for r in drill["Path/edges"])
+
+    # deleting the probe deletes its groups (operator code): the series vanish
+    delete_groups(PushgatewayEndpoint(pushgateway.url), namespace, "web")
+    assert not [g for g in pushgateway.groups() if g["labels"].get("namespace") == namespace]
+    # (ALERTS/ALERTS_FOR_STATE carry the labels too: Prometheus' own, not pushed)
+    pushed = f'{{__name__=~"traceroute_.+|push_time_seconds|push_failure_time_seconds", {sel}}}'
+    prometheus.wait_for(f"count({pushed})", lambda r: not r, timeout=30)
