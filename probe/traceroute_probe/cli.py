@@ -1,0 +1,314 @@
+"""``traceroute-probe``: trace targets, print a table or JSON, push metrics, write the
+termination message. Exit codes (highest wins when several apply):
+
+0 every target reached (and push ok), 1 a target unreachable, 2 bad arguments,
+3 a target did not resolve, 4 no permission / socket could not be opened (or an
+internal error), 5 push failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import json
+import os
+import socket
+import sys
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import NoReturn
+
+from . import __version__
+from .engine import DEFAULT_PORTS, PROTOCOLS, TargetSpec, WaveOptions, run_wave
+from .metrics import PushError, PushSettings, build_registry, push, validate_label_name
+from .result import RunResult, TargetError, TargetResult, termination_message
+from .table import render
+
+EXIT_OK = 0
+EXIT_UNREACHABLE = 1
+EXIT_USAGE = 2
+EXIT_RESOLVE = 3
+EXIT_PERMISSION = 4
+EXIT_PUSH = 5
+
+MAX_TARGETS = 64
+DEFAULT_TERMINATION_LOG = "/dev/termination-log"
+_ERROR_EXIT = {"resolve": EXIT_RESOLVE, "permission": EXIT_PERMISSION, "socket": EXIT_PERMISSION}
+PROG = "traceroute-probe"
+
+
+class UsageError(Exception):
+    pass
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(message)
+
+
+def _positive_int(low: int, high: int) -> type[int]:
+    class Bounded(int):
+        def __new__(cls, text: str) -> Bounded:
+            try:
+                value = int(text)
+            except ValueError:
+                raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+            if not low <= value <= high:
+                raise argparse.ArgumentTypeError(f"{value} not in {low}..{high}")
+            return super().__new__(cls, value)
+
+    return Bounded
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0 < value < 86400:
+        raise argparse.ArgumentTypeError(f"must be > 0: {text!r}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(
+        prog=PROG,
+        description="Paris traceroute in one paced wave; unprivileged by default.",
+        epilog="exit codes: 0 reached, 1 unreachable, 2 bad arguments, 3 resolve failure, "
+        "4 permission/socket, 5 push failed (the highest applies)",
+    )
+    p.add_argument("targets", nargs="+", metavar="TARGET", help="host name or address (1..64)")
+    p.add_argument("--protocol", choices=PROTOCOLS, default="icmp")
+    p.add_argument("--port", type=_positive_int(1, 65535), help="udp 33434, tcp 443")
+    p.add_argument("--ip-family", choices=("auto", "4", "6"), default="auto")
+    p.add_argument("--max-hops", type=_positive_int(1, 64), default=30)
+    p.add_argument("--flows", type=_positive_int(1, 16), default=3)
+    p.add_argument("--probes-per-hop", type=_positive_int(1, 10), default=3)
+    p.add_argument("--timeout", type=_positive_float, default=10.0, help="hard deadline, seconds")
+    p.add_argument("--pps", type=_positive_float, default=200.0, help="packets/s for the run")
+    p.add_argument("--flow-seed", help="seed of the Paris flows (default: --probe, else target)")
+    p.add_argument(
+        "--socket",
+        choices=("auto", "raw", "dgram"),
+        default="auto",
+        help="raw sockets (CAP_NET_RAW) or ping/datagram sockets; auto tries raw",
+    )
+    p.add_argument("--namespace", default="default")
+    p.add_argument("--probe", help="probe name (Pushgateway grouping key)")
+    p.add_argument("--pushgateway", metavar="URL")
+    p.add_argument("--pushgateway-ca", metavar="FILE")
+    p.add_argument("--pushgateway-username-file", metavar="FILE")
+    p.add_argument("--pushgateway-password-file", metavar="FILE")
+    p.add_argument("--label", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--expected-hops", action="append", default=[], metavar="N|TARGET=N")
+    p.add_argument("--termination-log", metavar="PATH")
+    p.add_argument("--format", choices=("table", "json"), default="table")
+    p.add_argument("--version", action="version", version=f"{PROG} {__version__}")
+    return p
+
+
+def _read_secret(path: str, what: str) -> str:
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return handle.read().strip("\r\n")
+    except OSError as err:
+        raise UsageError(f"cannot read {what} {path}: {err.strerror}") from None
+
+
+def _parse_labels(items: Sequence[str]) -> dict[str, str]:
+    labels: dict[str, str] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise UsageError(f"--label expects KEY=VALUE, got {item!r}")
+        problem = validate_label_name(key)
+        if problem:
+            raise UsageError(f"--label: {problem}")
+        labels[key] = value
+    return labels
+
+
+def _parse_expected(items: Sequence[str], targets: Sequence[str]) -> dict[str, int]:
+    default: int | None = None
+    per_target: dict[str, int] = {}
+    for item in items:
+        name, sep, number = item.rpartition("=")
+        try:
+            value = int(number)
+        except ValueError:
+            raise UsageError(f"--expected-hops expects N or TARGET=N, got {item!r}") from None
+        if not 1 <= value <= 255:
+            raise UsageError(f"--expected-hops {value} not in 1..255")
+        if not sep:
+            default = value
+        elif name not in targets:
+            raise UsageError(f"--expected-hops names {name!r}, which is not a target")
+        else:
+            per_target[name] = value
+    out = {t: default for t in targets if default is not None}
+    out.update(per_target)
+    return out
+
+
+def resolve(name: str, family: str) -> tuple[str | None, int | None, TargetError | None]:
+    """(address, family, error) for one target; literals never touch DNS."""
+    wanted = {"auto": socket.AF_UNSPEC, "4": socket.AF_INET, "6": socket.AF_INET6}[family]
+    try:
+        literal = ipaddress.ip_address(name)
+    except ValueError:
+        literal = None
+    if literal is not None:
+        if family != "auto" and str(literal.version) != family:
+            return None, None, TargetError("resolve", f"{name} is not an IPv{family} address")
+        return str(literal), literal.version, None
+    try:
+        infos = socket.getaddrinfo(name, None, wanted, socket.SOCK_DGRAM)
+    except (socket.gaierror, UnicodeError) as err:
+        reason = err.strerror if isinstance(err, socket.gaierror) else str(err)
+        return None, None, TargetError("resolve", f"cannot resolve {name}: {reason}")
+    for af, _type, _proto, _canon, sockaddr in infos:
+        if af in (socket.AF_INET, socket.AF_INET6):
+            return str(sockaddr[0]), 4 if af == socket.AF_INET else 6, None
+    return None, None, TargetError("resolve", f"cannot resolve {name}: no IPv4/IPv6 address")
+
+
+def _exit_code(results: Sequence[TargetResult], push_failed: bool) -> int:
+    code = EXIT_OK
+    for t in results:
+        if t.error is not None:
+            code = max(code, _ERROR_EXIT.get(t.error.kind, EXIT_PERMISSION))
+        elif not t.reached:
+            code = max(code, EXIT_UNREACHABLE)
+    if push_failed:
+        code = max(code, EXIT_PUSH)
+    return code
+
+
+def _write_termination_log(path: str | None, text: str) -> str | None:
+    """Write the message; the default path only if it exists (a kubelet creates it)."""
+    target = path or DEFAULT_TERMINATION_LOG
+    if path is None and not os.path.exists(target):
+        return None
+    if not os.path.isdir(os.path.dirname(os.path.abspath(target)) or "."):
+        return None
+    try:
+        with open(target, "w", encoding="utf-8") as handle:
+            handle.write(text)
+    except OSError as err:
+        return f"cannot write termination message to {target}: {err.strerror}"
+    return None
+
+
+def _stderr(line: str) -> None:
+    print(f"{PROG}: {line}", file=sys.stderr, flush=True)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        return _main(argv)
+    except UsageError as err:
+        _stderr(f"error: {err}")
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        _stderr("interrupted")
+        return 130
+
+
+def _main(argv: Sequence[str] | None) -> int:
+    args = build_parser().parse_args(argv)
+    targets: list[str] = list(dict.fromkeys(args.targets))
+    if len(targets) > MAX_TARGETS:
+        raise UsageError(f"at most {MAX_TARGETS} targets, got {len(targets)}")
+    if args.protocol == "icmp" and args.port is not None:
+        raise UsageError("--port applies to udp and tcp only")
+    if args.pushgateway and not args.probe:
+        raise UsageError("--pushgateway needs --probe (the grouping key)")
+    labels = _parse_labels(args.label)
+    expected = _parse_expected(args.expected_hops, targets)
+    username = password = None
+    if args.pushgateway_username_file:
+        username = _read_secret(args.pushgateway_username_file, "username file")
+    if args.pushgateway_password_file:
+        password = _read_secret(args.pushgateway_password_file, "password file")
+    if args.pushgateway_ca and not os.path.isfile(args.pushgateway_ca):
+        raise UsageError(f"--pushgateway-ca {args.pushgateway_ca}: no such file")
+
+    started = time.time()
+    t0 = time.monotonic()
+    with ThreadPoolExecutor(max_workers=min(8, len(targets))) as pool:
+        resolved = list(pool.map(lambda name: resolve(name, args.ip_family), targets))
+    seed_base = args.flow_seed or args.probe or ""
+    specs = [
+        TargetSpec(
+            name=name,
+            address=address,
+            family=family,
+            seed=f"{seed_base}/{name}",
+            error=error,
+            expected_hops=expected.get(name),
+        )
+        for name, (address, family, error) in zip(targets, resolved, strict=True)
+    ]
+    options = WaveOptions(
+        protocol=args.protocol,
+        port=args.port if args.port is not None else DEFAULT_PORTS[args.protocol],
+        max_hops=args.max_hops,
+        flows=args.flows,
+        probes_per_hop=args.probes_per_hop,
+        timeout=args.timeout,
+        pps=args.pps,
+        socket_mode=args.socket,
+    )
+    try:
+        results = run_wave(specs, options)
+    except Exception as err:  # a bug must still yield a result and a clear line
+        results = [
+            TargetResult(
+                target=s.name,
+                address=s.address,
+                family=s.family,
+                protocol=args.protocol,
+                error=s.error or TargetError("internal", f"{type(err).__name__}: {err}"),
+                expected_hops=s.expected_hops,
+            )
+            for s in specs
+        ]
+    run = RunResult(started=started, duration_seconds=time.monotonic() - t0, targets=results)
+    for t in results:
+        if t.error is not None:
+            run.errors.append(f"{t.target}: {t.error.kind}: {t.error.message}")
+
+    push_failed = False
+    if args.pushgateway:
+        settings = PushSettings(
+            url=args.pushgateway,
+            namespace=args.namespace,
+            probe=args.probe,
+            ca_file=args.pushgateway_ca,
+            username=username,
+            password=password,
+        )
+        try:
+            push(build_registry(run, labels), settings)
+        except PushError as err:
+            push_failed = True
+            run.errors.append(f"push: {err}")
+    run.exit_code = _exit_code(results, push_failed)
+    run.duration_seconds = time.monotonic() - t0
+
+    problem = _write_termination_log(args.termination_log, termination_message(run))
+    if args.format == "json":
+        docs = [t.to_json() for t in results]
+        print(json.dumps(docs[0] if len(docs) == 1 else docs, indent=2))
+    else:
+        print(render(run))
+    for line in run.errors:
+        _stderr(line)
+    if problem:
+        _stderr(problem)
+    return run.exit_code
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
