@@ -1,0 +1,304 @@
+"""The pod runner does what a kubelet does with a pod, checked from inside the pod and
+through the API status the Job controller reads."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.realenv.kubetools import KubeRest
+from tests.realenv.podrunner import (
+    DEFAULT_CAPABILITIES,
+    TERMINATION_MESSAGE_MAX_BYTES,
+    PodRunner,
+    capability_set,
+    expand_vars,
+    image_name,
+    log_tail,
+    read_termination_message,
+    setpriv_args,
+)
+from tests.realenv.runtime import wait_until
+
+RESTRICTED = {
+    "runAsNonRoot": True,
+    "runAsUser": 65534,
+    "runAsGroup": 65534,
+    "allowPrivilegeEscalation": False,
+    "capabilities": {"drop": ["ALL"]},
+    "seccompProfile": {"type": "RuntimeDefault"},
+}
+
+
+# --- pure functions ---------------------------------------------------------------------------
+
+
+def test_expand_vars_follows_kubernetes_rules() -> None:
+    env = {"A": "1", "B": "two"}
+    assert expand_vars("$(A)-$(B)", env) == "1-two"
+    assert expand_vars("$$(A)", env) == "$(A)"  # escaped
+    assert expand_vars("$(MISSING)", env) == "$(MISSING)"  # unknown stays literal
+    assert expand_vars("$A", env) == "$A"  # shell syntax is not expanded
+
+
+def test_image_name_strips_registry_tag_and_digest() -> None:
+    assert image_name("ghcr.io/org/traceroute-probe:0.1.0") == "traceroute-probe"
+    assert image_name("localhost:5000/traceroute-probe@sha256:abc") == "traceroute-probe"
+    assert image_name("python") == "python"
+
+
+def test_capabilities_are_runtime_defaults_minus_drop_plus_add() -> None:
+    assert capability_set({"capabilities": {"drop": ["ALL"]}}) == set()
+    assert capability_set({"capabilities": {"drop": ["ALL"], "add": ["NET_RAW"]}}) == {"NET_RAW"}
+    assert capability_set({}) == set(DEFAULT_CAPABILITIES)
+    assert "NET_RAW" not in capability_set({"capabilities": {"drop": ["CAP_NET_RAW"]}})
+    args = setpriv_args(65534, 65534, [], set(), no_new_privs=True)
+    assert "--bounding-set=-all" in args and "--no-new-privs" in args
+    assert "--clear-groups" in args
+
+
+def test_termination_message_is_the_files_last_4096_bytes(tmp_path: Path) -> None:
+    message = tmp_path / "termination-log"
+    message.write_bytes(b"A" * 100 + b"B" * TERMINATION_MESSAGE_MAX_BYTES)
+    assert read_termination_message(message) == "B" * TERMINATION_MESSAGE_MAX_BYTES
+    assert read_termination_message(tmp_path / "missing") == ""
+    logs = tmp_path / "log"
+    logs.write_text("".join(f"line {i}\n" for i in range(200)))
+    tail = log_tail(logs)
+    assert tail.endswith("line 199\n") and "line 119\n" not in tail  # last 80 lines
+
+
+# --- against the real control plane -----------------------------------------------------------
+
+
+def _job(name: str, pod_spec: dict[str, Any], **job_spec: Any) -> dict[str, Any]:
+    spec = {"backoffLimit": 0, "template": {"spec": pod_spec}}
+    spec.update(job_spec)
+    return {"metadata": {"name": name}, "spec": spec}
+
+
+def _wait_job(kube: KubeRest, ns: str, name: str, timeout: float = 45) -> dict[str, Any]:
+    def finished() -> dict[str, Any] | None:
+        job = kube.get(f"/apis/batch/v1/namespaces/{ns}/jobs/{name}")
+        for cond in job.get("status", {}).get("conditions") or []:
+            if cond["type"] in ("Complete", "Failed") and cond["status"] == "True":
+                return job
+        return None
+
+    result: dict[str, Any] = wait_until(finished, timeout=timeout, what=f"Job {ns}/{name} done")
+    return result
+
+
+def _job_pod(kube: KubeRest, ns: str, job: str) -> dict[str, Any]:
+    pods = kube.get(f"/api/v1/namespaces/{ns}/pods", labelSelector=f"job-name={job}")["items"]
+    assert len(pods) == 1, pods
+    pod: dict[str, Any] = pods[0]
+    return pod
+
+
+INSPECT = r"""
+import json, os, socket, sys
+def attempt(fn):
+    try:
+        fn()
+        return "ok"
+    except OSError as exc:
+        return exc.strerror
+lines = open("/proc/self/status").read().splitlines()
+status = dict(line.split(":\t", 1) for line in lines if ":\t" in line)
+report = {
+    "argv": sys.argv[1:],
+    "uid": os.getuid(), "gid": os.getgid(), "groups": sorted(os.getgroups()),
+    "cap_eff": status["CapEff"].strip(), "cap_bnd": status["CapBnd"].strip(),
+    "interfaces": [name for _, name in socket.if_nameindex()],
+    "hostname": socket.gethostname(),
+    "env": {k: os.environ.get(k) for k in ("GREETING", "FROM_SECRET", "CFG_MODE", "NS", "HOME")},
+    "secret": open("/etc/creds/password").read(),
+    "secret_write": attempt(lambda: open("/etc/creds/password", "w")),
+    "root_write": attempt(lambda: open("/trop-should-not-exist", "w")),
+    "scratch_write": attempt(lambda: open("/scratch/x", "w")),
+}
+open("/dev/termination-log", "w").write(json.dumps(report))
+print("x" * 10)
+"""
+
+
+@pytest.mark.slow
+def test_pod_runs_as_specified_user_env_volumes_and_isolated_network(
+    kube: KubeRest, k8s_namespace: str, pod_runner: PodRunner
+) -> None:
+    ns = k8s_namespace
+    kube.post(
+        f"/api/v1/namespaces/{ns}/secrets",
+        {"metadata": {"name": "creds"}, "data": {"password": base64.b64encode(b"s3cr3t").decode()}},
+    )
+    kube.post(
+        f"/api/v1/namespaces/{ns}/configmaps",
+        {"metadata": {"name": "cfg"}, "data": {"MODE": "fast"}},
+    )
+    pod_spec = {
+        "restartPolicy": "Never",
+        "automountServiceAccountToken": False,
+        "securityContext": {"fsGroup": 2000, "supplementalGroups": [3000]},
+        "volumes": [
+            {"name": "creds", "secret": {"secretName": "creds", "defaultMode": 0o440}},
+            {"name": "scratch", "emptyDir": {}},
+        ],
+        "containers": [
+            {
+                "name": "inspect",
+                "image": "python",
+                "command": ["python", "-c", INSPECT],
+                "args": ["$(GREETING)", "$$(GREETING)"],
+                "env": [
+                    {"name": "GREETING", "value": "hello"},
+                    {
+                        "name": "FROM_SECRET",
+                        "valueFrom": {"secretKeyRef": {"name": "creds", "key": "password"}},
+                    },
+                    {"name": "NS", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
+                ],
+                "envFrom": [{"prefix": "CFG_", "configMapRef": {"name": "cfg"}}],
+                "volumeMounts": [
+                    {"name": "creds", "mountPath": "/etc/creds", "readOnly": True},
+                    {"name": "scratch", "mountPath": "/scratch"},
+                ],
+                "securityContext": {**RESTRICTED, "readOnlyRootFilesystem": True},
+            }
+        ],
+    }
+    kube.post(f"/apis/batch/v1/namespaces/{ns}/jobs", _job("inspect", pod_spec))
+    job = _wait_job(kube, ns, "inspect")
+    pod = _job_pod(kube, ns, "inspect")
+    terminated = pod["status"]["containerStatuses"][0]["state"]["terminated"]
+    assert terminated["exitCode"] == 0, terminated
+    assert any(c["type"] == "Complete" for c in job["status"]["conditions"])
+    report = json.loads(terminated["message"])
+    assert report["argv"] == ["hello", "$(GREETING)"]
+    assert (report["uid"], report["gid"]) == (65534, 65534)
+    assert report["groups"] == [2000, 3000]
+    assert report["cap_eff"] == report["cap_bnd"] == "0000000000000000"
+    assert report["interfaces"] == ["lo"]  # own network namespace, nothing but loopback
+    assert report["hostname"] == pod["metadata"]["name"]
+    assert report["env"] == {
+        "GREETING": "hello",
+        "FROM_SECRET": "s3cr3t",
+        "CFG_MODE": "fast",
+        "NS": ns,
+        "HOME": "/",
+    }
+    assert report["secret"] == "s3cr3t"  # group-readable through fsGroup
+    assert report["secret_write"] == "Read-only file system"
+    assert report["root_write"] == "Read-only file system"
+    assert report["scratch_write"] == "ok"
+    assert pod["status"]["phase"] == "Succeeded"
+    assert not Path("/trop-should-not-exist").exists()
+    # the host keeps no mount point the runner created for the pod
+    pod_runner.stop()
+    assert not Path("/etc/creds").exists()
+    assert not Path("/dev/termination-log").exists()
+
+
+@pytest.mark.slow
+def test_failed_container_reports_exit_code_and_log_tail(
+    kube: KubeRest, k8s_namespace: str, pod_runner: PodRunner
+) -> None:
+    ns = k8s_namespace
+    script = "import sys; print('\\n'.join(f'line {i}' for i in range(100))); sys.exit(3)"
+    pod_spec = {
+        "restartPolicy": "Never",
+        "automountServiceAccountToken": False,
+        "containers": [
+            {
+                "name": "fail",
+                "image": "python",
+                "command": ["python", "-c", script],
+                "terminationMessagePolicy": "FallbackToLogsOnError",
+                "securityContext": RESTRICTED,
+            }
+        ],
+    }
+    kube.post(f"/apis/batch/v1/namespaces/{ns}/jobs", _job("fail", pod_spec))
+    job = _wait_job(kube, ns, "fail")
+    assert any(
+        c["type"] == "Failed" and c["reason"] == "BackoffLimitExceeded"
+        for c in job["status"]["conditions"]
+    )
+    pod = _job_pod(kube, ns, "fail")
+    assert pod["status"]["phase"] == "Failed"
+    terminated = pod["status"]["containerStatuses"][0]["state"]["terminated"]
+    assert (terminated["exitCode"], terminated["reason"]) == (3, "Error")
+    lines = terminated["message"].splitlines()
+    assert lines[-1] == "line 99" and len(lines) == 80  # the kubelet's log fallback
+
+
+@pytest.mark.slow
+def test_job_deadline_kills_the_running_process(
+    kube: KubeRest, k8s_namespace: str, pod_runner: PodRunner
+) -> None:
+    """The Job controller deletes the pod at the deadline; the runner kills the process and
+    confirms the deletion like a kubelet (otherwise the pod would hang in Terminating)."""
+    ns = k8s_namespace
+    pod_spec = {
+        "restartPolicy": "Never",
+        "automountServiceAccountToken": False,
+        "terminationGracePeriodSeconds": 1,
+        "containers": [
+            {
+                "name": "sleep",
+                "image": "python",
+                "command": ["python", "-c", "import time; time.sleep(120)"],
+                "securityContext": RESTRICTED,
+            }
+        ],
+    }
+    kube.post(
+        f"/apis/batch/v1/namespaces/{ns}/jobs", _job("slow", pod_spec, activeDeadlineSeconds=3)
+    )
+    running = wait_until(
+        lambda: next((r for r in pod_runner.runs.values() if r.phase == "Running"), None),
+        timeout=20,
+        what="pod running",
+    )
+    pids = _sleeping_pids()
+    assert pids, "the pod's process is visible on the host"
+    job = _wait_job(kube, ns, "slow", timeout=40)
+    assert any(
+        c["type"] == "Failed" and c["reason"] == "DeadlineExceeded"
+        for c in job["status"]["conditions"]
+    )
+    wait_until(
+        lambda: not kube.get(f"/api/v1/namespaces/{ns}/pods")["items"],
+        timeout=30,
+        what="pod deleted",
+    )
+    wait_until(running.done.is_set, timeout=10, what="runner finished the pod")
+    for pid in pids:
+        assert not Path(f"/proc/{pid}").exists() or _is_zombie(pid)
+
+
+def _sleeping_pids() -> list[int]:
+    """Pids of the test pod's process (the runner's launch chain execs into it)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            cmdline = Path(f"/proc/{entry}/cmdline").read_bytes()
+        except OSError:
+            continue
+        if b"time.sleep(120)" in cmdline:
+            found.append(int(entry))
+    return found
+
+
+def _is_zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True
