@@ -6,7 +6,7 @@ VENV := $(TROP_CACHE)/venv
 PY := $(VENV)/bin/python
 export PATH := $(VENV)/bin:$(PATH)
 
-.PHONY: env lint test test-fast demo bench bench-probe bench-operator env-up env-down clean-lab
+.PHONY: env lint test test-fast demo bench bench-probe bench-operator env-up env-down clean-lab chart
 
 env:
 	bash tests/env/bootstrap.sh
@@ -46,3 +46,8 @@ env-down:
 # Remove every lab namespace, process and bridge a crashed run left behind.
 clean-lab:
 	$(PY) -m tests.realenv cleanup
+
+# Refresh the chart's generated files: its copy of crds/tracerouteprobes.yaml,
+# values.schema.json and the README values table (a test fails when they are stale).
+chart:
+	$(PY) -m tests.charts.chartgen write
