@@ -1,0 +1,350 @@
+"""The chart rendered by the real helm (v4), checked offline.
+
+The same renders go to a real apiserver in test_chart_cluster.py; here: lint, schema,
+upstream strict schemas (kubernetes-validate), and the settings the operator actually reads.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import kubernetes_validate
+import pytest
+import yaml
+from traceroute_operator.config import ENV_REFERENCE, OperatorConfig
+from traceroute_operator.monitoring.settings import env_reference
+
+from tests.charts.chartgen import CHART, CRD_SOURCE
+from tests.charts.charttools import (
+    CI_VALUES,
+    RELEASE_NAMESPACE,
+    by_kind,
+    helm_cmd,
+    load_values,
+    one,
+    operator_deployment,
+    operator_environment,
+    render,
+    render_error,
+)
+
+CI_IDS = [path.name.removesuffix("-values.yaml") for path in CI_VALUES]
+
+
+def test_ci_values_cover_the_documented_situations() -> None:
+    assert set(CI_IDS) >= {
+        "default",
+        "namespaced-rbac",
+        "external-pushgateway",
+        "private-registry",
+        "monitoring-off",
+        "crd-template",
+    }
+
+
+@pytest.mark.parametrize("values", CI_VALUES, ids=CI_IDS)
+def test_helm_lint_strict(values: Path) -> None:
+    result = helm_cmd(["lint", "--strict", str(CHART), "--values", str(values)], check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("values", CI_VALUES, ids=CI_IDS)
+def test_rendered_builtin_objects_pass_the_strict_upstream_schemas(values: Path) -> None:
+    docs = render([values])
+    checked = 0
+    for doc in docs:
+        if doc["apiVersion"].startswith(("monitoring.coreos.com/", "apiextensions.k8s.io/")):
+            continue  # CRD-defined kinds: the real apiserver checks them (slow tests)
+        kubernetes_validate.validate(doc, "1.36.0", strict=True)
+        checked += 1
+    assert checked >= 5
+
+
+@pytest.mark.parametrize("values", CI_VALUES, ids=CI_IDS)
+def test_every_setting_the_chart_passes_is_one_the_operator_reads(values: Path) -> None:
+    env = operator_environment(render([values]), RELEASE_NAMESPACE)
+    known = {name for name, _, _ in ENV_REFERENCE} | {name for name, _ in env_reference()}
+    unknown = sorted(set(env) - known)
+    assert unknown == [], f"the operator does not read {unknown}"
+    # and the operator accepts every value as rendered
+    OperatorConfig.from_env(env)
+
+
+def test_operator_configuration_follows_the_values() -> None:
+    values = {
+        "operator.watchNamespaces": "{team-b,team-a}",
+        "operator.livenessPort": "9801",
+        "metrics.port": "9802",
+        "probe.image.digest": "sha256:" + "ab" * 32,
+        "image.registry": "registry.lab.internal:5000",
+        "probe.resources.requests.cpu": "30m",
+        "monitoring.additionalLabels.release": "kps",
+        "monitoring.serviceMonitor.labels.team": "net",
+        "monitoring.prometheusRule.severities.TracerouteProbeStale": "critical",
+        "monitoring.prometheusRule.alertLabels.team": "net",
+        "monitoring.dashboards.namespace": "grafana",
+        "monitoring.dashboards.folder": "Network",
+    }
+    docs = render(set_values=values)
+    config = OperatorConfig.from_env(operator_environment(docs, RELEASE_NAMESPACE))
+    assert config.watch_namespaces == ("team-a", "team-b")
+    assert config.liveness_endpoint == "http://0.0.0.0:9801/healthz"
+    assert config.metrics_port == 9802
+    assert config.probe_image == (
+        "registry.lab.internal:5000/traceroute-operator/traceroute-probe@sha256:" + "ab" * 32
+    )
+    assert config.probe_cpu_request == "30m"
+    assert config.operator_namespace == RELEASE_NAMESPACE
+    assert config.default_pushgateway_url == (
+        f"http://trop-traceroute-operator-pushgateway.{RELEASE_NAMESPACE}.svc:9091"
+    )
+    mon = config.monitoring
+    assert mon.servicemonitor_labels == {"release": "kps", "team": "net"}
+    assert mon.prometheusrule_labels == {"release": "kps"}
+    assert mon.alert_labels == {"team": "net"}
+    assert mon.severity("TracerouteProbeStale") == "critical"
+    assert mon.severity("TracerouteDestinationUnreachable") == "critical"
+    assert mon.dashboards_namespace == "grafana"
+    assert mon.dashboard_folder == "Network"
+    # the generated ServiceMonitor must find the bundled Pushgateway's Service
+    service = one(docs, "Service", "-pushgateway")
+    assert mon.pushgateway_service == service["metadata"]["name"]
+    assert mon.pushgateway_namespace == service["metadata"]["namespace"]
+    assert mon.pushgateway_port == service["spec"]["ports"][0]["port"]
+    assert mon.pushgateway_port_name == service["spec"]["ports"][0]["name"]
+    assert set(mon.pushgateway_selector.items()) <= set(service["metadata"]["labels"].items())
+    # the kubelet probes the port the operator serves its liveness endpoint on
+    container = operator_deployment(docs)["spec"]["template"]["spec"]["containers"][0]
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert ports["healthz"] == 9801 and ports["metrics"] == 9802
+    assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "healthz"}
+
+
+def test_external_pushgateway_with_tls_and_basic_auth() -> None:
+    values_file = next(p for p in CI_VALUES if p.name == "external-pushgateway-values.yaml")
+    docs = render([values_file])
+    assert not [d for d in docs if "pushgateway" in d["metadata"]["name"]]
+    config = OperatorConfig.from_env(operator_environment(docs, RELEASE_NAMESPACE))
+    assert config.default_pushgateway_url == "https://prometheus-pushgateway.monitoring.svc:9091"
+    assert config.pushgateway_ca_secret is not None
+    assert (config.pushgateway_ca_secret.secret_name, config.pushgateway_ca_secret.key) == (
+        "pushgateway-ca",
+        "ca.crt",
+    )
+    assert config.pushgateway_basic_auth_secret == "pushgateway-auth"
+    assert config.monitoring.pushgateway_namespace == "monitoring"
+    # the operator reads the mounted files it is told about
+    pod = operator_deployment(docs)["spec"]["template"]["spec"]
+    mounts = {m["name"]: m["mountPath"] for m in pod["containers"][0]["volumeMounts"]}
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert config.pushgateway_ca_file == mounts["pushgateway-ca"] + "/ca.crt"
+    assert volumes["pushgateway-ca"]["secret"]["secretName"] == "pushgateway-ca"
+    assert config.pushgateway_username_file == mounts["pushgateway-auth"] + "/username"
+    assert config.pushgateway_password_file == mounts["pushgateway-auth"] + "/password"
+    assert volumes["pushgateway-auth"]["secret"]["secretName"] == "pushgateway-auth"
+
+
+def _images(docs: list[dict[str, Any]]) -> list[str]:
+    images = []
+    for deployment in by_kind(docs, "Deployment"):
+        images += [c["image"] for c in deployment["spec"]["template"]["spec"]["containers"]]
+    env = operator_environment(docs, RELEASE_NAMESPACE)
+    return [*images, env["TRACEROUTE_PROBE_IMAGE"]]
+
+
+def test_private_registry_pins_every_image_by_digest() -> None:
+    values_file = next(p for p in CI_VALUES if p.name == "private-registry-values.yaml")
+    values = load_values(values_file)
+    docs = render([values_file])
+    images = _images(docs)
+    assert len(images) == 3
+    for image in images:
+        assert image.startswith("registry.lab.internal:5000/"), image
+        repository, digest = image.split("@")
+        assert len(digest) == len("sha256:") + 64
+        assert ":" not in repository.removeprefix("registry.lab.internal:5000/")
+    for deployment in by_kind(docs, "Deployment"):
+        assert deployment["spec"]["template"]["spec"]["imagePullSecrets"] == [{"name": "regcred"}]
+    env = operator_environment(docs, RELEASE_NAMESPACE)
+    assert env["TRACEROUTE_PROBE_IMAGE_PULL_SECRETS"] == ",".join(
+        values["probe"]["imagePullSecrets"]
+    )
+    claim = one(docs, "PersistentVolumeClaim")
+    assert claim["spec"]["resources"]["requests"]["storage"] == "2Gi"
+
+
+def test_default_images_follow_the_app_version() -> None:
+    chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
+    images = _images(render())
+    assert images[-1].endswith(f"traceroute-probe:{chart['appVersion']}")
+    assert any(i.endswith(f"traceroute-operator:{chart['appVersion']}") for i in images)
+
+
+def _restricted(container: dict[str, Any]) -> bool:
+    sc = container["securityContext"]
+    return (
+        sc["allowPrivilegeEscalation"] is False
+        and sc["runAsNonRoot"] is True
+        and sc["capabilities"]["drop"] == ["ALL"]
+        and sc["seccompProfile"]["type"] == "RuntimeDefault"
+        and sc["readOnlyRootFilesystem"] is True
+    )
+
+
+@pytest.mark.parametrize("values", CI_VALUES, ids=CI_IDS)
+def test_deployments_single_recreate_restricted_with_resources(values: Path) -> None:
+    deployments = by_kind(render([values]), "Deployment")
+    assert deployments
+    for deployment in deployments:
+        spec = deployment["spec"]
+        assert spec["replicas"] == 1
+        assert spec["strategy"] == {"type": "Recreate"}
+        pod = spec["template"]["spec"]
+        assert pod["securityContext"]["runAsNonRoot"] is True
+        for container in pod["containers"]:
+            assert _restricted(container)
+            assert container["resources"]["requests"] and container["resources"]["limits"]
+            assert "livenessProbe" in container
+
+
+def _rules(doc: dict[str, Any]) -> set[tuple[str, str, str]]:
+    return {
+        (group, resource, verb)
+        for rule in doc["rules"]
+        for group in rule["apiGroups"]
+        for resource in rule["resources"]
+        for verb in rule["verbs"]
+    }
+
+
+def test_cluster_rbac_by_default() -> None:
+    docs = render()
+    role = one(docs, "ClusterRole")
+    rules = _rules(role)
+    assert ("batch", "cronjobs", "create") in rules
+    assert ("traceroute.dev", "tracerouteprobes/status", "patch") in rules
+    assert ("", "pods", "list") in rules and ("", "pods", "delete") not in rules
+    assert {verb for _, resource, verb in rules if resource == "secrets"} == {"get"}
+    assert not any(verb in ("*", "escalate", "bind", "impersonate") for *_, verb in rules)
+    binding = one(docs, "ClusterRoleBinding")
+    assert binding["subjects"] == [
+        {
+            "kind": "ServiceAccount",
+            "name": one(docs, "ServiceAccount")["metadata"]["name"],
+            "namespace": RELEASE_NAMESPACE,
+        }
+    ]
+
+
+def test_namespaced_rbac_has_no_cluster_wide_permission() -> None:
+    values_file = next(p for p in CI_VALUES if p.name == "namespaced-rbac-values.yaml")
+    watched = load_values(values_file)["operator"]["watchNamespaces"]
+    docs = render([values_file])
+    assert by_kind(docs, "ClusterRole") == [] and by_kind(docs, "ClusterRoleBinding") == []
+    roles = {(r["metadata"]["namespace"], r["metadata"]["name"]): r for r in by_kind(docs, "Role")}
+    probe_roles = [
+        r
+        for (ns, _), r in roles.items()
+        if ns in watched and ("batch", "cronjobs", "create") in _rules(r)
+    ]
+    assert sorted(r["metadata"]["namespace"] for r in probe_roles) == sorted(watched)
+    bindings = by_kind(docs, "RoleBinding")
+    for role in roles.values():
+        assert any(
+            b["metadata"]["namespace"] == role["metadata"]["namespace"]
+            and b["roleRef"]["name"] == role["metadata"]["name"]
+            for b in bindings
+        )
+
+
+def test_monitoring_off_asks_for_no_monitoring_permission_or_object() -> None:
+    values_file = next(p for p in CI_VALUES if p.name == "monitoring-off-values.yaml")
+    docs = render([values_file])
+    assert not [d for d in docs if d["apiVersion"].startswith("monitoring.coreos.com/")]
+    for role in by_kind(docs, "ClusterRole") + by_kind(docs, "Role"):
+        assert not any(group == "monitoring.coreos.com" for group, _, _ in _rules(role))
+        assert not any(resource == "configmaps" for _, resource, _ in _rules(role))
+    env = operator_environment(docs, RELEASE_NAMESPACE)
+    mon = OperatorConfig.from_env(env).monitoring
+    assert not (mon.servicemonitor_enabled or mon.prometheusrule_enabled or mon.dashboards_enabled)
+
+
+def test_operator_metrics_monitors_carry_the_kube_prometheus_stack_labels() -> None:
+    docs = render(
+        set_values={
+            "metrics.serviceMonitor.enabled": "true",
+            "metrics.podMonitor.enabled": "true",
+            "monitoring.additionalLabels.release": "kps",
+        }
+    )
+    for kind in ("ServiceMonitor", "PodMonitor"):
+        monitor = one(docs, kind)
+        assert monitor["metadata"]["labels"]["release"] == "kps"
+    service = one(docs, "Service", "-metrics")
+    selector = one(docs, "ServiceMonitor")["spec"]["selector"]["matchLabels"]
+    assert set(selector.items()) <= set(service["metadata"]["labels"].items())
+
+
+def test_templated_crd_is_the_same_crd_and_kept_on_uninstall() -> None:
+    docs = render(set_values={"crds.template": "true"})
+    crd = one(docs, "CustomResourceDefinition")
+    source = yaml.safe_load(CRD_SOURCE.read_text())
+    assert crd["spec"] == source["spec"]
+    assert crd["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+    assert crd["metadata"]["name"] == source["metadata"]["name"]
+    # without the option the CRD comes only from crds/, not from templates
+    assert by_kind(render(), "CustomResourceDefinition") == []
+    with_crds = render(include_crds=True)
+    assert json.dumps(one(with_crds, "CustomResourceDefinition")["spec"], sort_keys=True) == (
+        json.dumps(source["spec"], sort_keys=True)
+    )
+
+
+@pytest.mark.parametrize(
+    ("set_values", "message"),
+    [
+        ({"operator.replicas": "2"}, "additional properties 'replicas' not allowed"),
+        ({"pushgateway.persistence.sizee": "1Gi"}, "additional properties 'sizee' not allowed"),
+        (
+            {"operator.affinity.nodeAffinity.requiredDuringScheduling": "x"},
+            "additional properties 'requiredDuringScheduling' not allowed",
+        ),
+        ({"operator.resources.request.cpu": "1"}, "additional properties 'request' not allowed"),
+        ({"pushgateway.enabled": "false"}, "/pushgateway/url"),
+        ({"operator.image.digest": "sha256:abc"}, "/operator/image/digest"),
+        ({"operator.watchNamespaces": "{Team_A}"}, "/operator/watchNamespaces/0"),
+        ({"monitoring.prometheusRule.severities.NoSuchAlert": "warning"}, "NoSuchAlert"),
+        ({"monitoring.additionalLabels.bad key": "x"}, "bad key"),
+        (
+            {"metrics.serviceMonitor.enabled": "true", "metrics.service.enabled": "false"},
+            "metrics.serviceMonitor.enabled needs metrics.service.enabled",
+        ),
+    ],
+)
+def test_bad_values_are_refused_with_a_message_naming_them(
+    set_values: dict[str, str], message: str
+) -> None:
+    assert message in render_error(set_values)
+
+
+def test_notes_tell_the_next_step() -> None:
+    result = helm_cmd(
+        [
+            "install",
+            "trop",
+            str(CHART),
+            "--dry-run=client",
+            "--namespace",
+            RELEASE_NAMESPACE,
+            "--set",
+            "monitoring.additionalLabels.release=kps",
+        ]
+    )
+    notes = result.stdout.split("NOTES:", 1)[1]
+    assert (
+        "kubectl -n traceroute-system rollout status deployment/trop-traceroute-operator" in notes
+    )
+    assert "kind: TracerouteProbe" in notes and "kubectl get trp -A" in notes
+    assert "release=kps" in notes
