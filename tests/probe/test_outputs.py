@@ -1,0 +1,177 @@
+"""Result model, termination message, metrics exposition, CLI argument handling."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+from prometheus_client.exposition import generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+from traceroute_probe import cli
+from traceroute_probe.metrics import METRIC_FAMILIES, build_registry
+from traceroute_probe.result import (
+    FlowHop,
+    Hop,
+    RunResult,
+    TargetError,
+    TargetResult,
+    termination_message,
+)
+
+
+def _target(
+    name: str, hops: int, flows: int = 3, v6: bool = False, reached: bool = True
+) -> TargetResult:
+    t = TargetResult(
+        target=name,
+        address="fd00:ffff::2" if v6 else "10.9.9.2",
+        family=6 if v6 else 4,
+        protocol="icmp",
+    )
+    for ttl in range(1, hops + 1):
+        fhs = []
+        for flow in range(flows):
+            addr = f"fd00:{ttl:x}:{flow:x}::1234:5678:9abc" if v6 else f"10.{ttl}.{flow}.1"
+            silent = ttl == 3
+            fh = FlowHop(
+                flow=flow, ttl=ttl, sent=3, rtts_ms=[] if silent else [1.0 * ttl, 1.2 * ttl]
+            )
+            if not silent:
+                fh.responders[addr] = 2
+            fhs.append(fh)
+        t.hops.append(Hop(ttl=ttl, flows=fhs))
+    t.reached, t.hop_count = reached, hops
+    t.destination_sent, t.destination_rtts_ms = 6, [10.0, 12.0]
+    return t
+
+
+def test_termination_message_small_run_is_complete() -> None:
+    run = RunResult(
+        started=1764000000.1, duration_seconds=1.5, targets=[_target("a", 5)], exit_code=0
+    )
+    doc = json.loads(termination_message(run))
+    assert doc["v"] == 1 and doc["code"] == 0 and doc["trunc"] is False
+    (t,) = doc["t"]
+    assert t["n"] == "a" and t["r"] is True and t["h"] == 5 and t["rtt"] == 11.0
+    assert t["p"][2] == [] and t["p"][0] == ["10.1.0.1", "10.1.1.1", "10.1.2.1"]
+    assert t["l"] == pytest.approx(1 - 2 / 6, abs=1e-3)
+
+
+@pytest.mark.parametrize("targets", [1, 8, 64])
+def test_termination_message_stays_within_4096_bytes(targets: int) -> None:
+    run = RunResult(
+        started=1764000000.1,
+        duration_seconds=9.9,
+        targets=[
+            _target(f"very-long-target-name-{i}.example.internal", 30, v6=True)
+            for i in range(targets)
+        ],
+        errors=["push: " + "x" * 1000],
+        exit_code=5,
+    )
+    text = termination_message(run)
+    assert len(text.encode()) <= 4096
+    doc = json.loads(text)
+    assert doc["code"] == 5
+    if targets > 1:
+        assert doc["trunc"] is True
+        # degradation keeps the front targets' paths and nulls the back ones
+        ps = [t["p"] for t in doc["t"]]
+        assert ps[-1] is None
+        assert all(p is None for p in ps[ps.index(None) :])
+        assert "rtt" not in doc["t"][0]
+        assert all(isinstance(t["r"], bool) and isinstance(t["h"], int) for t in doc["t"])
+
+
+def test_json_document_has_contract_fields() -> None:
+    doc = _target("a", 4).to_json()
+    assert {"target", "address", "reached", "hop_count", "duration_seconds", "hops"} <= set(doc)
+    assert [h["ttl"] for h in doc["hops"]] == [1, 2, 3, 4]
+    assert doc["hops"][2]["addresses"] == [] and doc["hops"][0]["rtt_ms"]["min"] == 1.0
+
+
+def test_metrics_cover_every_family_and_carry_labels() -> None:
+    t = _target("a", 4)
+    t.expected_hops = 4
+    broken = TargetResult(
+        target="nowhere.invalid",
+        address=None,
+        family=None,
+        protocol="icmp",
+        error=TargetError("resolve", "no such name"),
+    )
+    run = RunResult(started=1764000000.0, duration_seconds=1.0, targets=[t, broken])
+    text = generate_latest(build_registry(run, {"team": "net"})).decode()
+    families = {f.name: f for f in text_string_to_metric_families(text)}
+    assert set(METRIC_FAMILIES) <= set(families) | {"traceroute_destination_rtt_seconds"}
+    for family in families.values():
+        for sample in family.samples:
+            assert sample.labels["team"] == "net"
+    info = {
+        (s.labels["flow"], s.labels["ttl"], s.labels["ip"])
+        for s in families["traceroute_hop_info"].samples
+    }
+    assert ("0", "1", "10.1.0.1") in info and not any(ttl == "3" for _, ttl, _ in info)
+    edges = {(s.labels["from"], s.labels["to"]) for s in families["traceroute_edge_info"].samples}
+    assert (
+        ("origin", "10.1.0.1") in edges
+        and ("10.2.0.1", "*3") in edges
+        and ("*3", "10.4.0.1") in edges
+    )
+    errors = [s.labels for s in families["traceroute_target_error"].samples]
+    assert errors == [{"target": "nowhere.invalid", "kind": "resolve", "team": "net"}]
+    rtt_min = {
+        s.labels["ttl"]: s.value
+        for s in families["traceroute_hop_rtt_min_seconds"].samples
+        if s.labels["flow"] == "0"
+    }
+    assert rtt_min == {"1": 0.001, "2": 0.002, "4": 0.004}  # silent TTL 3 has no RTT series
+
+
+def _run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "traceroute_probe.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--max-hops", "0", "10.0.0.1"],
+        ["--protocol", "sctp", "10.0.0.1"],
+        ["--label", "target=x", "10.0.0.1"],
+        ["--label", "no-equals", "10.0.0.1"],
+        ["--expected-hops", "other=3", "10.0.0.1"],
+        ["--pushgateway", "http://127.0.0.1:9", "10.0.0.1"],
+        ["--port", "80", "10.0.0.1"],
+        [],
+        [f"10.0.0.{i}" for i in range(1, 66)],
+    ],
+)
+def test_bad_arguments_exit_2_with_one_line(args: list[str]) -> None:
+    proc = _run_cli(*args)
+    assert proc.returncode == cli.EXIT_USAGE
+    assert proc.stdout == ""
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("traceroute-probe: error: ")
+    assert "Traceback" not in proc.stderr
+
+
+def test_wrong_family_literal_is_a_resolve_error_exit_3(tmp_path) -> None:
+    log = tmp_path / "termination-log"
+    proc = _run_cli("--ip-family", "6", "--termination-log", str(log), "10.0.0.1")
+    assert proc.returncode == cli.EXIT_RESOLVE
+    assert "not an IPv6 address" in proc.stderr and "Traceback" not in proc.stderr
+    doc = json.loads(log.read_text())
+    assert doc["code"] == 3 and doc["t"][0]["a"] is None and doc["t"][0]["e"].startswith("resolve")
+
+
+def test_expected_hops_forms() -> None:
+    assert cli._parse_expected(["5", "b=7"], ["a", "b"]) == {"a": 5, "b": 7}
+    assert cli._parse_expected([], ["a"]) == {}
