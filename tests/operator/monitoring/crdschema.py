@@ -9,6 +9,8 @@ from typing import Any
 import jsonschema
 import yaml
 
+from tests.realenv.kubetools import kubectl
+
 CACHE = Path(os.environ.get("TROP_CACHE", "/var/cache/traceroute-operator"))
 BUILD_SCRIPT = Path(__file__).resolve().parents[3] / "tests/env/build-prometheus-operator-crds.sh"
 
@@ -52,3 +54,21 @@ def validate(obj: dict[str, Any]) -> None:
     assert version in versions, f"{obj['kind']} has no served version {version}"
     schema = versions[version]["schema"]["openAPIV3Schema"]
     jsonschema.Draft4Validator(schema).validate(obj)
+
+
+def install_crds(kubeconfig: Path) -> None:
+    """Install the generated ServiceMonitor and PrometheusRule CRDs into a cluster
+    (idempotent: server-side apply) and wait until they are served."""
+    directory = crd_dir()
+    if directory is None:
+        raise FileNotFoundError("prometheus-operator CRDs not generated: run `make env`")
+    for kind, filename in CRD_FILES.items():
+        kubectl(
+            ["apply", "--server-side", "--force-conflicts", "-f", str(directory / filename)],
+            kubeconfig=kubeconfig,
+        )
+        name = load_crd(kind)["metadata"]["name"]
+        kubectl(
+            ["wait", "--for=condition=Established", "--timeout=60s", f"crd/{name}"],
+            kubeconfig=kubeconfig,
+        )
