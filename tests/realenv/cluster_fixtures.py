@@ -113,6 +113,10 @@ def pod_runner_factory(control_plane: ControlPlane) -> Iterator[PodRunnerFactory
     finally:
         for runner in reversed(runners):
             runner.stop()
+    # a status write the apiserver refused means the kubelet emulation diverged: loud
+    errors = [e for runner in runners for e in runner.errors]
+    if errors:
+        pytest.fail(f"pod runner errors: {errors[:5]}")
 
 
 @pytest.fixture

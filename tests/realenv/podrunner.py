@@ -1217,4 +1217,5 @@ def _netns_addresses(netns: str | None) -> list[str]:
             if addr.get("scope") != "global":
                 continue
             (v4 if addr.get("family") == "inet" else v6).append(addr["local"])
-    return (v4 + v6)[:2]
+    # the API allows one pod IP per family
+    return v4[:1] + v6[:1]
