@@ -23,6 +23,7 @@ Teardown always runs: on ``__exit__``, at interpreter exit, on SIGTERM; and
 
 from __future__ import annotations
 
+import argparse
 import atexit
 import contextlib
 import fcntl
@@ -507,7 +508,11 @@ class Lab:
         self.block = 1 + (os.getpid() * 7 + int(self.prefix.split("-")[2])) % 254
         self.ifaces = plan_interfaces(topology, self.block)
         self.active_path = topology.default_path
-        self._routes: dict[Family, dict[str, dict[str, Route]]] = {}
+        # Planned up front (pure), so truth() and routes() work before start().
+        self._routes: dict[Family, dict[str, dict[str, Route]]] = {
+            4: plan_routes(topology, self.ifaces, self.active_path, 4),
+            6: plan_routes(topology, self.ifaces, self.active_path, 6),
+        }
         self._relay: DelayRelay | None = None
         self._procs: list[subprocess.Popen[Any]] = []
         self._silenced: set[str] = set()
@@ -576,10 +581,6 @@ class Lab:
         if delay_specs:
             self._relay = DelayRelay(delay_specs, tag=self.prefix)
             self._relay.start()
-        self._routes = {
-            4: plan_routes(topo, self.ifaces, self.active_path, 4),
-            6: plan_routes(topo, self.ifaces, self.active_path, 6),
-        }
         for node in topo.nodes:
             lines = ["link set dev lo up"]
             for iface in self.ifaces[node]:
@@ -857,8 +858,7 @@ class Lab:
 
         ``ms``: per-destination token interval, ``net.ipv4.icmp_ratelimit`` and
         ``net.ipv6.icmp.ratelimit`` (0 = off; the kernel's per-destination
-        bucket holds 6 tokens, and IPv6 shortens the interval for destinations
-        routed by a /64 to ms/4). ``burst``/``per_sec``: the namespace-wide
+        bucket holds 6 tokens). ``burst``/``per_sec``: the namespace-wide
         bucket, ``net.ipv4.icmp_msgs_burst``/``icmp_msgs_per_sec``, shared by
         IPv4 and IPv6.
         """
@@ -881,7 +881,7 @@ class Lab:
         if path == self.active_path:
             return
         new = {family: plan_routes(self.topology, self.ifaces, path, family) for family in (4, 6)}
-        for node in self.topology.nodes:
+        for node in self.topology.nodes if self._started else ():
             lines = []
             for family in (4, 6):
                 old_table = self._routes[family][node]
@@ -1076,3 +1076,37 @@ def cleanup_all(include_live: bool = False, remove_bridge: bool = False) -> list
                 _cmd(["ip", "link", "del", CLUSTER_BRIDGE], check=False)
                 removed.append(f"bridge {CLUSTER_BRIDGE}")
     return removed
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Bring a preset up by hand: ``python -m tests.realenv.lab chain --routers 4``."""
+    parser = argparse.ArgumentParser(description="Start a lab topology until Ctrl-C.")
+    parser.add_argument("preset", choices=["chain", "diamond", "ecmp", "cleanup"])
+    parser.add_argument("--routers", type=int, default=4, help="chain length")
+    parser.add_argument("--branches", type=int, default=2, help="ecmp branches")
+    parser.add_argument("--delay-ms", type=float, default=0.0, help="one-way delay per link")
+    args = parser.parse_args(argv)
+    if args.preset == "cleanup":
+        for item in cleanup_all():
+            print(f"removed {item}")
+        return 0
+    if args.preset == "chain":
+        topo = Topology.chain(routers=args.routers, link_delay_ms=args.delay_ms)
+    elif args.preset == "diamond":
+        topo = Topology.diamond(link_delay_ms=args.delay_ms)
+    else:
+        topo = Topology.ecmp(branches=args.branches, link_delay_ms=args.delay_ms)
+    with Lab(topo) as lab:
+        for node in topo.nodes:
+            print(f"{node:8} {lab.netns(node):28} {lab.addr(node, 4):14} {lab.addr(node, 6)}")
+        for path in lab.truth_paths("probe", "target", 4):
+            print("path probe -> target:", " ".join(path))
+        print(f"try: ip netns exec {lab.netns('probe')} traceroute -n {lab.addr('target')}")
+        print("Ctrl-C tears the lab down.", flush=True)
+        with contextlib.suppress(KeyboardInterrupt):
+            signal.pause()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

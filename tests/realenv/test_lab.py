@@ -198,19 +198,20 @@ def test_delay_per_link_shows_in_hop_rtts(lab_factory: LabFactory) -> None:
         assert rtt <= min(rtts) < rtt + 10, (node, rtts)
 
 
-def test_icmp_ratelimit_knob_is_in_effect(lab_factory: LabFactory) -> None:
+@pytest.mark.parametrize("family", [4, 6])
+def test_icmp_ratelimit_knob_is_in_effect(lab_factory: LabFactory, family: Family) -> None:
     lab = lab_factory(Topology.chain(routers=2))
     burst_at_ttl_2 = ["-f", "2", "-m", "2", "-q", "10", "-N", "10"]
 
     lab.set_icmp_ratelimit("r2", ms=2000, burst=50)
-    strict = traceroute(lab, "probe", "target", *burst_at_ttl_2)[0]
+    strict = traceroute(lab, "probe", "target", *burst_at_ttl_2, family=family)[0]
     lab.set_icmp_ratelimit("r2", ms=0, burst=1000)
-    loose = traceroute(lab, "probe", "target", *burst_at_ttl_2)[0]
+    loose = traceroute(lab, "probe", "target", *burst_at_ttl_2, family=family)[0]
 
     # The per-destination bucket of a fresh router holds 6 tokens.
     assert 1 <= strict.count(None) <= 10 - 5, strict
     assert loose.count(None) == 0, loose
-    assert set(loose) == {lab.link_addr("r2", "r1")}
+    assert set(loose) == {lab.link_addr("r2", "r1", family)}
 
 
 def test_unprivileged_process_has_no_capabilities_but_can_ping(lab_factory: LabFactory) -> None:
