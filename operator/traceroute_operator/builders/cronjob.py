@@ -1,0 +1,243 @@
+"""TracerouteProbe -> CronJob manifest (pure: same probe and config, same manifest)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from ..config import OperatorConfig, SecretKeyRef
+from ..naming import (
+    API_VERSION,
+    CONTAINER_NAME,
+    KIND,
+    TERMINATION_MESSAGE_PATH,
+    cronjob_name,
+    probe_labels,
+)
+from ..spec import BasicAuthRef, ProbeSpec
+
+CA_MOUNT = "/etc/traceroute-probe/pushgateway-ca"
+AUTH_MOUNT = "/etc/traceroute-probe/pushgateway-auth"
+
+
+def probe_identity(probe: Mapping[str, Any]) -> tuple[str, str, str | None]:
+    """(namespace, name, uid) of a TracerouteProbe body."""
+    meta = probe.get("metadata") or {}
+    name = meta.get("name")
+    namespace = meta.get("namespace")
+    if not isinstance(name, str) or not name:
+        raise ValueError("TracerouteProbe without metadata.name")
+    if not isinstance(namespace, str) or not namespace:
+        raise ValueError(f"TracerouteProbe {name} without metadata.namespace")
+    uid = meta.get("uid")
+    return namespace, name, uid if isinstance(uid, str) and uid else None
+
+
+def owner_reference(probe: Mapping[str, Any]) -> dict[str, Any] | None:
+    """Owner reference to the probe (None when it has no uid yet, e.g. offline render)."""
+    _, name, uid = probe_identity(probe)
+    if uid is None:
+        return None
+    return {
+        "apiVersion": API_VERSION,
+        "kind": KIND,
+        "name": name,
+        "uid": uid,
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+
+
+def effective_pushgateway(
+    spec: ProbeSpec, config: OperatorConfig
+) -> tuple[str, SecretKeyRef | None, BasicAuthRef | None]:
+    """URL, CA Secret and basic-auth Secret the probe pushes with (spec over defaults)."""
+    if spec.pushgateway.url:
+        return spec.pushgateway.url, spec.pushgateway.tls_ca, spec.pushgateway.basic_auth
+    ca = spec.pushgateway.tls_ca or config.pushgateway_ca_secret
+    auth = spec.pushgateway.basic_auth
+    if auth is None and config.pushgateway_basic_auth_secret:
+        auth = BasicAuthRef(config.pushgateway_basic_auth_secret)
+    return config.default_pushgateway_url, ca, auth
+
+
+def probe_args(namespace: str, name: str, spec: ProbeSpec, config: OperatorConfig) -> list[str]:
+    """Command-line arguments of the probe (contracts.md section 2)."""
+    args = [
+        "--protocol",
+        spec.protocol,
+        "--ip-family",
+        spec.ip_family,
+        "--max-hops",
+        str(spec.max_hops),
+        "--flows",
+        str(spec.flows),
+        "--probes-per-hop",
+        str(spec.probes_per_hop),
+        "--timeout",
+        str(spec.timeout_seconds),
+        "--pps",
+        str(spec.packets_per_second),
+        "--namespace",
+        namespace,
+        "--probe",
+        name,
+        "--termination-log",
+        TERMINATION_MESSAGE_PATH,
+    ]
+    if spec.port is not None:
+        args += ["--port", str(spec.port)]
+    url, ca, auth = effective_pushgateway(spec, config)
+    args += ["--pushgateway", url]
+    if ca is not None:
+        args += ["--pushgateway-ca", f"{CA_MOUNT}/ca.crt"]
+    if auth is not None:
+        args += [
+            "--pushgateway-username-file",
+            f"{AUTH_MOUNT}/username",
+            "--pushgateway-password-file",
+            f"{AUTH_MOUNT}/password",
+        ]
+    for key in sorted(spec.metric_labels):
+        args += ["--label", f"{key}={spec.metric_labels[key]}"]
+    if spec.expected_hops is not None:
+        args += ["--expected-hops", str(spec.expected_hops)]
+    for target in sorted(spec.expected_hops_by_target):
+        args += ["--expected-hops", f"{target}={spec.expected_hops_by_target[target]}"]
+    # "--" ends the options: a target can never be read as one
+    return [*args, "--", *spec.targets]
+
+
+def _resources(spec: ProbeSpec, config: OperatorConfig) -> dict[str, Any]:
+    if spec.resources is not None:
+        return {k: dict(v) for k, v in spec.resources.items() if isinstance(v, Mapping)}
+    return {
+        "requests": {"cpu": config.probe_cpu_request, "memory": config.probe_memory_request},
+        "limits": {"memory": config.probe_memory_limit},
+    }
+
+
+def build_cronjob(probe: Mapping[str, Any], config: OperatorConfig | None = None) -> dict[str, Any]:
+    """The CronJob that runs a probe on its schedule.
+
+    Raises ``SpecError`` (naming the field) when the spec cannot be used.
+    """
+    config = config or OperatorConfig()
+    namespace, name, uid = probe_identity(probe)
+    spec = ProbeSpec.from_dict(probe.get("spec"))
+    labels = probe_labels(name, uid)
+
+    volumes: list[dict[str, Any]] = [
+        # Python and the resolver may want a scratch directory; the root fs is read-only
+        {"name": "tmp", "emptyDir": {"medium": "Memory", "sizeLimit": "16Mi"}},
+    ]
+    mounts: list[dict[str, Any]] = [{"name": "tmp", "mountPath": "/tmp"}]
+    _, ca, auth = effective_pushgateway(spec, config)
+    if ca is not None:
+        volumes.append(
+            {
+                "name": "pushgateway-ca",
+                "secret": {
+                    "secretName": ca.secret_name,
+                    "items": [{"key": ca.key, "path": "ca.crt"}],
+                    "defaultMode": 0o444,
+                },
+            }
+        )
+        mounts.append({"name": "pushgateway-ca", "mountPath": CA_MOUNT, "readOnly": True})
+    if auth is not None:
+        volumes.append(
+            {
+                "name": "pushgateway-auth",
+                "secret": {
+                    "secretName": auth.secret_name,
+                    "items": [
+                        {"key": auth.username_key, "path": "username"},
+                        {"key": auth.password_key, "path": "password"},
+                    ],
+                    "defaultMode": 0o444,
+                },
+            }
+        )
+        mounts.append({"name": "pushgateway-auth", "mountPath": AUTH_MOUNT, "readOnly": True})
+
+    container: dict[str, Any] = {
+        "name": CONTAINER_NAME,
+        "image": spec.image or config.probe_image,
+        "imagePullPolicy": spec.image_pull_policy
+        or ("IfNotPresent" if spec.image else config.probe_image_pull_policy),
+        "command": list(config.probe_command),
+        "args": probe_args(namespace, name, spec, config),
+        "resources": _resources(spec, config),
+        "securityContext": {
+            "allowPrivilegeEscalation": False,
+            "capabilities": {"drop": ["ALL"]},
+            "readOnlyRootFilesystem": True,
+            "runAsNonRoot": True,
+            "runAsUser": config.probe_uid,
+            "runAsGroup": config.probe_gid,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "terminationMessagePath": TERMINATION_MESSAGE_PATH,
+        # only the probe's JSON, never log lines: the operator parses it
+        "terminationMessagePolicy": "File",
+        "volumeMounts": mounts,
+    }
+    pod_spec: dict[str, Any] = {
+        "restartPolicy": "Never",
+        "automountServiceAccountToken": False,
+        "enableServiceLinks": False,
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": config.probe_uid,
+            "runAsGroup": config.probe_gid,
+            "seccompProfile": {"type": "RuntimeDefault"},
+            # lets the unprivileged process open ICMP datagram sockets (a "safe" sysctl,
+            # allowed by PodSecurity restricted)
+            "sysctls": [
+                {
+                    "name": "net.ipv4.ping_group_range",
+                    "value": f"{config.probe_gid} {config.probe_gid}",
+                }
+            ],
+        },
+        "containers": [container],
+        "volumes": volumes,
+    }
+    if spec.image_pull_secrets:
+        pod_spec["imagePullSecrets"] = [{"name": n} for n in spec.image_pull_secrets]
+    if spec.node_selector:
+        pod_spec["nodeSelector"] = dict(spec.node_selector)
+    if spec.tolerations:
+        pod_spec["tolerations"] = [dict(t) for t in spec.tolerations]
+    if spec.affinity:
+        pod_spec["affinity"] = dict(spec.affinity)
+
+    cronjob_spec: dict[str, Any] = {
+        "schedule": spec.schedule,
+        "suspend": spec.suspend,
+        "concurrencyPolicy": "Forbid",
+        "startingDeadlineSeconds": config.starting_deadline_seconds,
+        "successfulJobsHistoryLimit": config.successful_jobs_history_limit,
+        "failedJobsHistoryLimit": config.failed_jobs_history_limit,
+        "jobTemplate": {
+            "metadata": {"labels": dict(labels)},
+            "spec": {
+                # a failed run is not retried: the next scheduled run is the retry
+                "backoffLimit": 0,
+                "activeDeadlineSeconds": spec.timeout_seconds + config.job_deadline_margin_seconds,
+                "template": {"metadata": {"labels": dict(labels)}, "spec": pod_spec},
+            },
+        },
+    }
+    if spec.time_zone:
+        cronjob_spec["timeZone"] = spec.time_zone
+    metadata: dict[str, Any] = {
+        "name": cronjob_name(name),
+        "namespace": namespace,
+        "labels": dict(labels),
+    }
+    owner = owner_reference(probe)
+    if owner is not None:
+        metadata["ownerReferences"] = [owner]
+    return {"apiVersion": "batch/v1", "kind": "CronJob", "metadata": metadata, "spec": cronjob_spec}

@@ -1,0 +1,66 @@
+"""Every object the operator makes for a probe, from the pure builders.
+
+- per probe, owned by it (garbage-collected with it): the CronJob, the PrometheusRule;
+- shared by all probes (outside owner-reference reach, refcounted by the operator): the
+  Pushgateway ServiceMonitor and the dashboard ConfigMaps.
+
+Each monitoring kind can be switched off in the monitoring settings.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from .builders.cronjob import build_cronjob
+from .config import OperatorConfig
+from .monitoring import (
+    build_dashboard_configmaps,
+    build_prometheusrule,
+    build_pushgateway_servicemonitor,
+)
+from .monitoring.settings import MonitoringSettings
+
+# What a user sets to stop generating a kind whose CRD the cluster does not have.
+SWITCH_OF_KIND = {
+    "ServiceMonitor": "TRACEROUTE_SERVICEMONITOR_ENABLED=false",
+    "PrometheusRule": "TRACEROUTE_PROMETHEUSRULE_ENABLED=false",
+    "ConfigMap": "TRACEROUTE_DASHBOARDS_ENABLED=false",
+}
+
+
+@dataclass(frozen=True)
+class DesiredObjects:
+    cronjob: dict[str, Any]
+    owned_monitoring: list[dict[str, Any]]
+    shared: list[dict[str, Any]]
+
+    def all(self) -> list[dict[str, Any]]:
+        return [self.cronjob, *self.owned_monitoring, *self.shared]
+
+
+def owned_monitoring_objects(
+    probe: Mapping[str, Any], settings: MonitoringSettings
+) -> list[dict[str, Any]]:
+    if not settings.prometheusrule_enabled:
+        return []
+    return [build_prometheusrule(probe, settings)]
+
+
+def shared_objects(settings: MonitoringSettings) -> list[dict[str, Any]]:
+    objects: list[dict[str, Any]] = []
+    if settings.servicemonitor_enabled:
+        objects.append(build_pushgateway_servicemonitor(settings))
+    if settings.dashboards_enabled:
+        objects.extend(build_dashboard_configmaps(settings))
+    return objects
+
+
+def desired_objects(probe: Mapping[str, Any], config: OperatorConfig) -> DesiredObjects:
+    """Raises SpecError (naming the field) when the probe's spec cannot be used."""
+    return DesiredObjects(
+        cronjob=build_cronjob(probe, config),
+        owned_monitoring=owned_monitoring_objects(probe, config.monitoring),
+        shared=shared_objects(config.monitoring),
+    )

@@ -1,0 +1,116 @@
+"""``traceroute-operator``: run the operator, or render what it would create (offline)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+import yaml
+
+from .config import ConfigError, OperatorConfig
+from .naming import API_VERSION, KIND
+from .spec import SpecError
+
+
+def render(
+    documents: Sequence[Any], config: OperatorConfig, namespace: str
+) -> list[dict[str, Any]]:
+    """Every object the operator would create for these TracerouteProbes, in apply order.
+
+    Without a uid (a file that never reached the apiserver) the owner references are left
+    out: the apiserver assigns the uid the operator would reference.
+    """
+    # imported here: the builders pull in the dashboard library, `run` does not need it first
+    from .children import desired_objects, shared_objects  # noqa: PLC0415
+
+    objects: list[dict[str, Any]] = []
+    probes = 0
+    for doc in documents:
+        if not isinstance(doc, dict) or doc.get("kind") != KIND:
+            continue
+        if doc.get("apiVersion") != API_VERSION:
+            raise SpecError(f"apiVersion: expected {API_VERSION}, got {doc.get('apiVersion')!r}")
+        probe = dict(doc)
+        probe["metadata"] = {"namespace": namespace, **(doc.get("metadata") or {})}
+        desired = desired_objects(probe, config)
+        objects.append(desired.cronjob)
+        objects.extend(desired.owned_monitoring)
+        probes += 1
+    if probes:
+        objects.extend(shared_objects(config.monitoring))
+    return objects
+
+
+def _render_command(args: argparse.Namespace) -> int:
+    try:
+        config = OperatorConfig.from_env()
+    except ConfigError as exc:
+        print(f"traceroute-operator: {exc}", file=sys.stderr)
+        return 2
+    try:
+        if args.file == "-":
+            documents = list(yaml.safe_load_all(sys.stdin))
+        else:
+            with open(args.file, encoding="utf-8") as f:
+                documents = list(yaml.safe_load_all(f))
+    except (OSError, yaml.YAMLError) as exc:
+        detail = " ".join(str(exc).split())  # one line, also for YAML's multi-line errors
+        print(f"traceroute-operator: cannot read {args.file}: {detail}", file=sys.stderr)
+        return 2
+    try:
+        objects = render(documents, config, args.namespace)
+    except (SpecError, ValueError) as exc:
+        print(f"traceroute-operator: {args.file}: {exc}", file=sys.stderr)
+        return 2
+    if not objects:
+        print(f"traceroute-operator: no {KIND} in {args.file}", file=sys.stderr)
+        return 2
+    sys.stdout.write(yaml.safe_dump_all(objects, sort_keys=False, default_flow_style=False))
+    return 0
+
+
+def _run_command(args: argparse.Namespace) -> int:
+    try:
+        OperatorConfig.from_env()
+    except ConfigError as exc:
+        print(f"traceroute-operator: {exc}", file=sys.stderr)
+        return 2
+    # imported here: importing the handlers registers them with kopf (only for `run`)
+    from .main import run  # noqa: PLC0415
+
+    run(verbose=args.verbose)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="traceroute-operator",
+        description="Kubernetes operator for TracerouteProbe objects (traceroute.dev/v1alpha1).",
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    run = commands.add_parser(
+        "run",
+        help="run the operator (namespaces from TRACEROUTE_WATCH_NAMESPACES, empty = all)",
+    )
+    run.add_argument("--verbose", action="store_true", help="debug logging")
+    run.set_defaults(func=_run_command)
+    rend = commands.add_parser(
+        "render",
+        help="print every object the operator would create for the probes in a file (offline)",
+    )
+    rend.add_argument(
+        "-f", "--file", required=True, help="YAML with TracerouteProbes ('-' = stdin)"
+    )
+    rend.add_argument(
+        "-n", "--namespace", default="default", help="namespace of probes that name none"
+    )
+    rend.set_defaults(func=_render_command)
+    args = parser.parse_args(argv)
+    code: int = args.func(args)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

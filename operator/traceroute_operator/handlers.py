@@ -1,0 +1,141 @@
+"""kopf registration: settings and handlers only; the work is in reconciler.py.
+
+Handlers are sync functions: kopf runs them in its thread pool, so the blocking official
+client never stalls the event loop.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import kopf
+
+from .config import OperatorConfig
+from .kube import Kube, new_api_client
+from .metrics import OperatorMetrics
+from .naming import (
+    ANNOTATION_PREFIX,
+    FINALIZER,
+    GROUP,
+    LABEL_MANAGED_BY,
+    LABEL_PROBE,
+    MANAGED_BY,
+    PLURAL,
+    VERSION,
+)
+from .reconciler import ProbeReconciler, RetryableError
+
+log = logging.getLogger("traceroute_operator")
+
+CONFIG = OperatorConfig.from_env()
+DELETE_RETRIES = 6
+
+_state: dict[str, ProbeReconciler] = {}
+
+
+def plain(value: Any) -> Any:
+    """kopf's body views -> plain dicts/lists (the reconciler copies and compares them)."""
+    if isinstance(value, Mapping):
+        return {str(k): plain(v) for k, v in value.items()}
+    if isinstance(value, Sequence) and not isinstance(value, str | bytes):
+        return [plain(v) for v in value]
+    return value
+
+
+def reconciler() -> ProbeReconciler:
+    if "reconciler" not in _state:
+        raise kopf.TemporaryError("operator not started yet", delay=1)
+    return _state["reconciler"]
+
+
+def _call(fn: Any, *args: Any, **kwargs: Any) -> None:
+    try:
+        fn(*args, **kwargs)
+    except RetryableError as exc:
+        raise kopf.TemporaryError(str(exc), delay=exc.delay) from exc
+
+
+@kopf.on.startup()
+def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
+    settings.persistence.finalizer = FINALIZER
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(
+        prefix=ANNOTATION_PREFIX
+    )
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=ANNOTATION_PREFIX, key="last-handled-configuration"
+    )
+    # kopf would post an Event for every handler log line; at 1000 probes only
+    # warnings are worth an Event
+    settings.posting.level = logging.WARNING
+    settings.execution.max_workers = CONFIG.workers
+    settings.watching.server_timeout = 270
+    settings.watching.client_timeout = 300
+    settings.watching.connect_timeout = 10
+    settings.networking.request_timeout = CONFIG.api_timeout_seconds
+    # discovery once at startup: no need to watch CustomResourceDefinitions (RBAC stays small)
+    settings.scanning.disabled = True
+    metrics = OperatorMetrics()
+    if CONFIG.metrics_port:
+        metrics.serve(CONFIG.metrics_port)
+    kube = Kube(new_api_client(connection_pool=CONFIG.workers + 4), CONFIG.api_timeout_seconds)
+    _state["reconciler"] = ProbeReconciler(kube, CONFIG, metrics)
+    log.info(
+        "traceroute-operator started: %s, probe image %s, Pushgateway %s",
+        "all namespaces" if CONFIG.clusterwide else ",".join(CONFIG.watch_namespaces),
+        CONFIG.probe_image,
+        CONFIG.default_pushgateway_url,
+    )
+
+
+@kopf.on.resume(GROUP, VERSION, PLURAL)
+@kopf.on.create(GROUP, VERSION, PLURAL)
+@kopf.on.update(GROUP, VERSION, PLURAL)
+def reconcile(body: kopf.Body, **_: Any) -> None:
+    _call(reconciler().reconcile, plain(body))
+
+
+if CONFIG.resync_seconds > 0:
+
+    @kopf.timer(
+        GROUP,
+        VERSION,
+        PLURAL,
+        interval=CONFIG.resync_seconds,
+        initial_delay=CONFIG.resync_seconds,
+        idle=CONFIG.resync_seconds / 2,
+    )
+    def resync(body: kopf.Body, **_: Any) -> None:
+        # re-apply children (a deleted or edited CronJob comes back); no-op requests otherwise
+        _call(reconciler().reconcile, plain(body))
+
+
+@kopf.on.delete(GROUP, VERSION, PLURAL, retries=DELETE_RETRIES, backoff=10)
+def cleanup(body: kopf.Body, retry: int, **_: Any) -> None:
+    _call(reconciler().cleanup, plain(body), give_up=retry >= DELETE_RETRIES - 1)
+
+
+def _finished(status: Mapping[str, Any], **_: Any) -> bool:
+    return status.get("phase") in ("Succeeded", "Failed")
+
+
+@kopf.on.event(
+    "",
+    "v1",
+    "pods",
+    labels={LABEL_PROBE: kopf.PRESENT, LABEL_MANAGED_BY: MANAGED_BY},
+    when=_finished,
+)
+def probe_pod(body: kopf.Body, **_: Any) -> None:
+    try:
+        reconciler().handle_pod(plain(body))
+    except RetryableError as exc:
+        # on.event handlers are not retried: the next event of this pod tries again
+        log.warning("probe pod result not applied yet: %s", exc)
+
+
+@kopf.on.probe(id="probes")
+def managed_probes(**_: Any) -> int:
+    """Liveness endpoint payload: how many probes this process manages."""
+    return len(_state["reconciler"]._known) if "reconciler" in _state else 0

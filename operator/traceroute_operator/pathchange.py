@@ -1,0 +1,164 @@
+"""ECMP-aware path-change detection.
+
+A path is, per TTL, the set of addresses that answered across the run's fixed flows.
+Two paths differ only when
+
+- the destination was reached in one run and not in the other, or
+- both runs reached the destination at different hop counts, or
+- at some TTL both runs have responders and the two sets are disjoint.
+
+A silent TTL (empty set) is a wildcard: rate limiting or a router that drops Time
+Exceeded is not a route change. Overlapping sets at one TTL are ECMP alternatives, not a
+change; the accepted path ("baseline") accumulates them. When neither run reached the
+destination the hop count is the highest TTL that answered, which silent tails make
+noisy, so it is not compared; the TTLs still are.
+
+A difference must persist for ``confirm_runs`` consecutive runs (the same new path each
+time) before it counts; a single odd run followed by the old path is no change.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+Path = tuple[frozenset[str], ...]
+
+# A baseline TTL accumulating more alternatives than this stops learning (a load
+# balancer spraying over dozens of addresses would otherwise grow status without bound).
+MAX_ADDRESSES_PER_TTL = 16
+
+
+@dataclass(frozen=True)
+class Trace:
+    path: Path
+    hops: int
+    reached: bool
+
+    def to_status(self) -> dict[str, Any]:
+        return {
+            "path": [sorted(hop) for hop in self.path],
+            "hops": self.hops,
+            "reached": self.reached,
+        }
+
+    @classmethod
+    def from_status(cls, raw: Any) -> Trace | None:
+        if not isinstance(raw, Mapping):
+            return None
+        path = raw.get("path")
+        hops = raw.get("hops")
+        reached = raw.get("reached")
+        if not isinstance(path, list) or not isinstance(hops, int) or not isinstance(reached, bool):
+            return None
+        hops_sets = []
+        for hop in path:
+            if not isinstance(hop, list) or not all(isinstance(a, str) for a in hop):
+                return None
+            hops_sets.append(frozenset(hop))
+        return cls(tuple(hops_sets), hops, reached)
+
+
+@dataclass(frozen=True)
+class PathChange:
+    target: str
+    before: Trace
+    after: Trace
+    lines: tuple[str, ...]
+
+    def describe(self) -> str:
+        return "; ".join(self.lines)
+
+
+@dataclass(frozen=True)
+class DetectionState:
+    baseline: Trace | None = None
+    candidate: Trace | None = None
+    candidate_runs: int = 0
+
+    def to_status(self) -> dict[str, Any]:
+        status: dict[str, Any] = {"candidateRuns": self.candidate_runs}
+        if self.baseline is not None:
+            status["baseline"] = self.baseline.to_status()
+        if self.candidate is not None:
+            status["candidate"] = self.candidate.to_status()
+        return status
+
+    @classmethod
+    def from_status(cls, raw: Any) -> DetectionState:
+        if not isinstance(raw, Mapping):
+            return cls()
+        baseline = Trace.from_status(raw.get("baseline"))
+        candidate = Trace.from_status(raw.get("candidate"))
+        runs = raw.get("candidateRuns")
+        runs = runs if isinstance(runs, int) and runs >= 0 and candidate is not None else 0
+        return cls(baseline, candidate if baseline is not None else None, runs)
+
+
+def _show(addresses: frozenset[str]) -> str:
+    return ",".join(sorted(addresses)) if addresses else "*"
+
+
+def differences(before: Trace, after: Trace) -> list[str]:
+    """Readable differences that make ``after`` a different path; empty = same path."""
+    lines: list[str] = []
+    if before.reached != after.reached:
+        lines.append(
+            f"reached: {'yes' if before.reached else 'no'} -> {'yes' if after.reached else 'no'}"
+        )
+    elif before.reached and before.hops != after.hops:
+        lines.append(f"hops: {before.hops} -> {after.hops}")
+    for ttl, (old, new) in enumerate(zip(before.path, after.path, strict=False), start=1):
+        if old and new and old.isdisjoint(new):
+            lines.append(f"ttl {ttl}: {_show(old)} -> {_show(new)}")
+    return lines
+
+
+def merge(base: Trace, observed: Trace) -> Trace:
+    """The accepted path after a run that did not differ from it.
+
+    Silent TTLs keep what the baseline knew; overlapping TTLs learn the ECMP alternatives.
+    """
+    length = len(observed.path) if observed.reached else max(len(base.path), len(observed.path))
+    merged: list[frozenset[str]] = []
+    for index in range(length):
+        old = base.path[index] if index < len(base.path) else frozenset()
+        new = observed.path[index] if index < len(observed.path) else frozenset()
+        if not new:
+            merged.append(old)
+        elif not old:
+            merged.append(new)
+        else:
+            union = old | new
+            merged.append(union if len(union) <= MAX_ADDRESSES_PER_TTL else new)
+    hops = observed.hops if observed.reached else max(base.hops, observed.hops)
+    return Trace(tuple(merged), hops, observed.reached)
+
+
+def observe(
+    state: DetectionState, observed: Trace, confirm_runs: int, target: str = ""
+) -> tuple[DetectionState, PathChange | None]:
+    """Feed one run's trace; returns the new state and the change it confirmed, if any."""
+    confirm_runs = max(1, confirm_runs)
+    if state.baseline is None:
+        return DetectionState(baseline=observed), None
+    if not differences(state.baseline, observed):
+        return DetectionState(baseline=merge(state.baseline, observed)), None
+    if state.candidate is not None and not differences(state.candidate, observed):
+        candidate = merge(state.candidate, observed)
+        runs = state.candidate_runs + 1
+    else:
+        candidate, runs = observed, 1
+    if runs >= confirm_runs:
+        lines = tuple(differences(state.baseline, candidate))
+        if not lines:
+            # learned alternatives made the candidate overlap the baseline after all
+            return DetectionState(baseline=merge(state.baseline, candidate)), None
+        change = PathChange(target, state.baseline, candidate, lines)
+        return DetectionState(baseline=candidate), change
+    return DetectionState(state.baseline, candidate, runs), None
+
+
+def trace_from_path(path: Sequence[Sequence[str]], hops: int, reached: bool) -> Trace:
+    return Trace(tuple(frozenset(hop) for hop in path), hops, reached)

@@ -1,0 +1,170 @@
+"""The probe's termination message (contracts.md section 3), parsed defensively.
+
+The message comes from a container: it may be empty, cut off, from another probe version,
+or a log line (terminationMessagePolicy FallbackToLogsOnError set by hand). Anything that
+is not a well-formed v1 result raises ``ResultError`` with the reason; a malformed *path*
+only makes that target's path unknown, it does not discard the run.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+# The kubelet caps termination messages at 4096 bytes; anything far larger is not ours.
+MAX_MESSAGE_BYTES = 64 * 1024
+MAX_TARGETS = 64
+MAX_TTL = 255
+
+Path = tuple[frozenset[str], ...]
+
+
+class ResultError(ValueError):
+    """The termination message is not a probe result the operator can use."""
+
+
+@dataclass(frozen=True)
+class TargetResult:
+    name: str
+    address: str | None
+    reached: bool
+    hops: int
+    path: Path | None  # None: unknown (dropped to fit the message, or malformed)
+    loss_ratio: float | None
+    rtt_ms: float | None
+    error: str | None
+
+
+@dataclass(frozen=True)
+class RunResult:
+    timestamp: float
+    duration: float
+    exit_code: int
+    errors: tuple[str, ...]
+    targets: tuple[TargetResult, ...]
+    truncated: bool
+
+    def target(self, name: str) -> TargetResult | None:
+        for target in self.targets:
+            if target.name == name:
+                return target
+        return None
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    result = float(value)
+    return result if math.isfinite(result) else None
+
+
+def _address(value: Any) -> str | None:
+    if not isinstance(value, str) or len(value) > 64:
+        return None
+    try:
+        return str(ipaddress.ip_address(value))
+    except ValueError:
+        return None
+
+
+def _path(raw: Any, hops: int) -> Path | None:
+    if not isinstance(raw, list) or len(raw) > MAX_TTL:
+        return None
+    path: list[frozenset[str]] = []
+    for hop in raw:
+        if not isinstance(hop, list) or len(hop) > 64:
+            return None
+        addresses = [_address(a) for a in hop]
+        if any(a is None for a in addresses):
+            return None
+        path.append(frozenset(a for a in addresses if a is not None))
+    # p covers TTL 1..h; a length mismatch means we cannot trust which TTL is which
+    if len(path) != hops:
+        return None
+    return tuple(path)
+
+
+def _text(value: Any, limit: int = 1024) -> str | None:
+    if not isinstance(value, str) or not value:
+        return None
+    return value[:limit]
+
+
+def _target(raw: Any, index: int) -> TargetResult:
+    if not isinstance(raw, Mapping):
+        raise ResultError(f"t[{index}]: not an object")
+    name = raw.get("n")
+    if not isinstance(name, str) or not name or len(name) > 253:
+        raise ResultError(f"t[{index}].n: missing target name")
+    reached = raw.get("r")
+    if not isinstance(reached, bool):
+        raise ResultError(f"t[{index}].r: not a boolean")
+    hops = raw.get("h")
+    if isinstance(hops, bool) or not isinstance(hops, int) or not 0 <= hops <= MAX_TTL:
+        raise ResultError(f"t[{index}].h: not a hop count")
+    loss = _number(raw.get("l"))
+    if loss is not None and not 0.0 <= loss <= 1.0:
+        loss = None
+    rtt = _number(raw.get("rtt"))
+    if rtt is not None and rtt < 0:
+        rtt = None
+    return TargetResult(
+        name=name,
+        address=_address(raw.get("a")),
+        reached=reached,
+        hops=hops,
+        path=_path(raw.get("p"), hops),
+        loss_ratio=loss,
+        rtt_ms=rtt,
+        error=_text(raw.get("e")),
+    )
+
+
+def parse_termination_message(message: str | bytes | None) -> RunResult:
+    """A RunResult from the termination message, or ResultError saying why not."""
+    if message is None:
+        raise ResultError("no termination message")
+    if isinstance(message, bytes):
+        if len(message) > MAX_MESSAGE_BYTES:
+            raise ResultError(f"termination message too large ({len(message)} bytes)")
+        message = message.decode("utf-8", errors="replace")
+    if len(message) > MAX_MESSAGE_BYTES:
+        raise ResultError(f"termination message too large ({len(message)} characters)")
+    text = message.strip()
+    if not text:
+        raise ResultError("empty termination message")
+    try:
+        doc = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ResultError(f"termination message is not JSON ({exc.msg} at {exc.pos})") from None
+    if not isinstance(doc, Mapping):
+        raise ResultError("termination message is not a JSON object")
+    if doc.get("v") != 1:
+        raise ResultError(f"unsupported result version {doc.get('v')!r} (expected 1)")
+    timestamp = _number(doc.get("ts"))
+    if timestamp is None or timestamp <= 0:
+        raise ResultError("ts: missing run timestamp")
+    code = doc.get("code")
+    if isinstance(code, bool) or not isinstance(code, int):
+        raise ResultError("code: missing exit code")
+    raw_targets = doc.get("t")
+    if not isinstance(raw_targets, list) or len(raw_targets) > MAX_TARGETS:
+        raise ResultError("t: missing target list")
+    raw_errors = doc.get("err") or []
+    errors = (
+        tuple(e for e in (_text(x) for x in raw_errors[:70]) if e)
+        if isinstance(raw_errors, list)
+        else ()
+    )
+    return RunResult(
+        timestamp=timestamp,
+        duration=max(0.0, _number(doc.get("dur")) or 0.0),
+        exit_code=code,
+        errors=errors,
+        targets=tuple(_target(t, i) for i, t in enumerate(raw_targets)),
+        truncated=doc.get("trunc") is True,
+    )

@@ -1,0 +1,380 @@
+"""Status of a TracerouteProbe: kstatus conditions and what the runs found (pure functions).
+
+kstatus reads ``observedGeneration`` against ``metadata.generation`` and the abnormal-true
+conditions ``Reconciling``/``Stalled``; ``Ready`` is the normal-true summary. ``Reachable``
+and ``PathStable`` describe the network, not the operator, and never block readiness.
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime as dt
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from .pathchange import DetectionState, PathChange, Trace, differences, observe
+from .results import RunResult, TargetResult
+from .spec import ProbeSpec
+
+Status = dict[str, Any]
+MAX_MESSAGE = 4096
+
+
+def iso(timestamp: float) -> str:
+    """RFC 3339 UTC with milliseconds (kept precise enough to order runs)."""
+    moment = dt.datetime.fromtimestamp(timestamp, tz=dt.UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
+def parse_iso(value: Any) -> float | None:
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        return dt.datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
+
+
+def set_condition(  # noqa: PLR0917 (mirrors the condition's fields in order)
+    conditions: Sequence[Mapping[str, Any]],
+    type_: str,
+    status: str,
+    reason: str,
+    message: str,
+    generation: int | None,
+    now: float,
+) -> list[dict[str, Any]]:
+    """Conditions with ``type_`` set; lastTransitionTime moves only when status changes."""
+    result: list[dict[str, Any]] = []
+    previous: Mapping[str, Any] | None = None
+    for condition in conditions:
+        if condition.get("type") == type_:
+            previous = condition
+        else:
+            result.append(dict(condition))
+    changed = previous is None or previous.get("status") != status
+    entry: dict[str, Any] = {
+        "type": type_,
+        "status": status,
+        "reason": reason,
+        "message": message[:MAX_MESSAGE],
+        "lastTransitionTime": iso(now)
+        if changed or previous is None
+        else previous.get("lastTransitionTime", iso(now)),
+    }
+    if generation is not None:
+        entry["observedGeneration"] = generation
+    result.append(entry)
+    order = {t: i for i, t in enumerate(CONDITION_ORDER)}
+    result.sort(key=lambda c: order.get(str(c.get("type")), len(order)))
+    return result
+
+
+CONDITION_ORDER = ("Ready", "Reconciling", "Stalled", "Reachable", "PathStable", "MonitoringReady")
+
+
+def condition(status: Mapping[str, Any], type_: str) -> Mapping[str, Any] | None:
+    for entry in status.get("conditions") or []:
+        if isinstance(entry, Mapping) and entry.get("type") == type_:
+            return entry
+    return None
+
+
+@dataclass(frozen=True)
+class ReconcileOutcome:
+    """What one reconcile achieved."""
+
+    cronjob_name: str | None
+    suspended: bool = False
+    error: str | None = None  # None: the CronJob is in place for this generation
+    permanent: bool = False  # the error needs a spec change (Stalled), else it is retried
+    monitoring_ok: bool | None = None  # None: nothing to generate
+    monitoring_message: str = ""
+
+
+def reconciled_status(
+    old: Mapping[str, Any] | None,
+    generation: int | None,
+    outcome: ReconcileOutcome,
+    spec: ProbeSpec | None,
+    now: float,
+) -> Status:
+    """Status after a reconcile: conditions and the target list for the current spec."""
+    status: Status = copy.deepcopy(dict(old or {}))
+    conditions = list(status.get("conditions") or [])
+    if outcome.error is None:
+        status["observedGeneration"] = generation
+        ready_reason, ready_message = (
+            ("Suspended", "the CronJob is in place; runs are suspended")
+            if outcome.suspended
+            else ("CronJobReady", f"CronJob {outcome.cronjob_name} is in place")
+        )
+        conditions = set_condition(
+            conditions, "Ready", "True", ready_reason, ready_message, generation, now
+        )
+        conditions = set_condition(
+            conditions, "Reconciling", "False", "Reconciled", "", generation, now
+        )
+        conditions = set_condition(
+            conditions, "Stalled", "False", "Reconciled", "", generation, now
+        )
+    elif outcome.permanent:
+        # the spec was acted on as far as it can be: observedGeneration says "seen"
+        status["observedGeneration"] = generation
+        conditions = set_condition(
+            conditions, "Ready", "False", "InvalidSpec", outcome.error, generation, now
+        )
+        conditions = set_condition(
+            conditions, "Reconciling", "False", "InvalidSpec", "", generation, now
+        )
+        conditions = set_condition(
+            conditions, "Stalled", "True", "InvalidSpec", outcome.error, generation, now
+        )
+    else:
+        conditions = set_condition(
+            conditions, "Ready", "False", "Retrying", outcome.error, generation, now
+        )
+        conditions = set_condition(
+            conditions, "Reconciling", "True", "Retrying", outcome.error, generation, now
+        )
+        conditions = set_condition(conditions, "Stalled", "False", "Retrying", "", generation, now)
+    for type_ in ("Reachable", "PathStable"):
+        if condition({"conditions": conditions}, type_) is None:
+            conditions = set_condition(
+                conditions, type_, "Unknown", "NoRunYet", "no run finished yet", None, now
+            )
+    if outcome.monitoring_ok is not None:
+        conditions = set_condition(
+            conditions,
+            "MonitoringReady",
+            "True" if outcome.monitoring_ok else "False",
+            "Generated" if outcome.monitoring_ok else "NotGenerated",
+            outcome.monitoring_message,
+            generation,
+            now,
+        )
+    else:
+        conditions = [c for c in conditions if c.get("type") != "MonitoringReady"]
+    status["conditions"] = conditions
+    if outcome.cronjob_name:
+        status["cronJobName"] = outcome.cronjob_name
+    if spec is not None:
+        status["targets"] = _targets_for_spec(status.get("targets"), spec)
+    _summarize(status)
+    return status
+
+
+def _targets_for_spec(raw: Any, spec: ProbeSpec) -> list[dict[str, Any]]:
+    """Target entries in spec order: removed targets dropped, new ones added empty."""
+    existing = {
+        t.get("name"): dict(t) for t in (raw or []) if isinstance(t, Mapping) and t.get("name")
+    }
+    entries = []
+    for name in spec.targets:
+        entry = existing.get(name, {"name": name, "pathChanges": 0})
+        expected = spec.expected_hops_for(name)
+        if expected is None:
+            entry.pop("expectedHops", None)
+        else:
+            entry["expectedHops"] = expected
+        entries.append(entry)
+    return entries
+
+
+def _summarize(status: Status) -> None:
+    """Top-level fields for the printer columns."""
+    targets = [t for t in status.get("targets") or [] if isinstance(t, Mapping)]
+    ran = [t for t in targets if "reached" in t]
+    if ran:
+        status["hops"] = ",".join(
+            str(t["hops"]) if isinstance(t.get("hops"), int) else "?" for t in targets
+        )[:512]
+        status["reached"] = f"{sum(1 for t in targets if t.get('reached') is True)}/{len(targets)}"
+    status["pathChanges"] = sum(
+        t.get("pathChanges", 0) for t in targets if isinstance(t.get("pathChanges"), int)
+    )
+    changes = [parse_iso(t.get("lastChangeTime")) for t in targets]
+    latest = max((c for c in changes if c is not None), default=None)
+    if latest is not None:
+        status["lastChangeTime"] = iso(latest)
+
+
+@dataclass(frozen=True)
+class RunRef:
+    """Which pod a result came from (each is read once)."""
+
+    job_name: str | None
+    pod_name: str
+    pod_uid: str
+
+
+@dataclass
+class RunUpdate:
+    status: Status
+    changes: list[PathChange] = field(default_factory=list)
+    newly_unreachable: list[str] = field(default_factory=list)
+    new_errors: list[str] = field(default_factory=list)
+
+
+def is_new_run(status: Mapping[str, Any] | None, ref: RunRef, run_time: float) -> bool:
+    """False for a pod already read, or one older than the last run read (replayed watch)."""
+    last = (status or {}).get("lastRun")
+    if not isinstance(last, Mapping):
+        return True
+    if last.get("podUID") == ref.pod_uid:
+        return False
+    last_time = parse_iso(last.get("startTime"))
+    return last_time is None or run_time >= last_time - 0.0005
+
+
+def apply_run(
+    old: Mapping[str, Any] | None,
+    spec: ProbeSpec,
+    ref: RunRef,
+    *,
+    run_time: float,
+    exit_code: int | None,
+    result: RunResult | None,
+    failure: str | None,
+    now: float,
+) -> RunUpdate:
+    """Status after reading one run: per-target results, detection, Reachable/PathStable.
+
+    ``result`` None means the pod left no usable result (``failure`` says why).
+    """
+    status: Status = copy.deepcopy(dict(old or {}))
+    status["targets"] = _targets_for_spec(status.get("targets"), spec)
+    previous_errors = list((status.get("lastRun") or {}).get("errors") or [])
+    errors: list[str] = []
+    if failure:
+        errors.append(failure)
+    if result is not None:
+        errors.extend(result.errors)
+        for target in result.targets:
+            if target.error:
+                errors.append(f"{target.name}: {target.error}")
+    last_run: dict[str, Any] = {
+        "podName": ref.pod_name,
+        "podUID": ref.pod_uid,
+        "startTime": iso(run_time),
+        "errors": [e[:1024] for e in errors[:70]],
+    }
+    if ref.job_name:
+        last_run["jobName"] = ref.job_name
+    if exit_code is not None:
+        last_run["exitCode"] = exit_code
+    if result is not None:
+        last_run["durationSeconds"] = round(result.duration, 3)
+        last_run["truncated"] = result.truncated
+    status["lastRun"] = last_run
+    status["lastRunTime"] = iso(run_time)
+    update = RunUpdate(status)
+    update.new_errors = [e for e in errors if e not in previous_errors]
+    conditions = list(status.get("conditions") or [])
+    generation = status.get("observedGeneration")
+    gen = generation if isinstance(generation, int) else None
+
+    if result is None:
+        conditions = set_condition(
+            conditions, "Reachable", "Unknown", "NoResult", failure or "no result", gen, now
+        )
+        status["conditions"] = conditions
+        _summarize(status)
+        return update
+
+    pending: list[str] = []
+    unreachable: list[str] = []
+    for entry in status["targets"]:
+        found = result.target(entry["name"])
+        if found is None:
+            continue
+        target = found
+        was_reached = entry.get("reached")
+        _apply_target(entry, target, run_time)
+        if not target.reached:
+            unreachable.append(target.name)
+            if was_reached is not False:
+                update.newly_unreachable.append(target.name)
+        if target.path is None:
+            continue
+        state = DetectionState.from_status(entry.get("detection"))
+        trace = Trace(target.path, target.hops, target.reached)
+        state, change = observe(state, trace, spec.confirm_runs, target.name)
+        entry["detection"] = state.to_status()
+        if change is not None:
+            update.changes.append(change)
+            entry["pathChanges"] = int(entry.get("pathChanges") or 0) + 1
+            entry["lastChangeTime"] = iso(run_time)
+            entry["lastChange"] = change.describe()[:MAX_MESSAGE]
+        if state.candidate is not None:
+            assert state.baseline is not None
+            diff = "; ".join(differences(state.baseline, state.candidate))
+            entry["pendingChange"] = (
+                f"{diff} (seen in {state.candidate_runs} of {spec.confirm_runs} runs)"
+            )[:MAX_MESSAGE]
+            pending.append(target.name)
+        else:
+            entry.pop("pendingChange", None)
+
+    if unreachable:
+        conditions = set_condition(
+            conditions,
+            "Reachable",
+            "False",
+            "TargetsUnreachable",
+            "not reached in the last run: " + ", ".join(unreachable),
+            gen,
+            now,
+        )
+    else:
+        conditions = set_condition(
+            conditions, "Reachable", "True", "AllReached", "every target reached", gen, now
+        )
+    if update.changes:
+        conditions = set_condition(
+            conditions,
+            "PathStable",
+            "False",
+            "PathChanged",
+            "; ".join(f"{c.target}: {c.describe()}" for c in update.changes),
+            gen,
+            now,
+        )
+    elif pending:
+        conditions = set_condition(
+            conditions,
+            "PathStable",
+            "Unknown",
+            "ChangePending",
+            "a different path awaits confirmation: " + ", ".join(pending),
+            gen,
+            now,
+        )
+    else:
+        conditions = set_condition(
+            conditions, "PathStable", "True", "PathUnchanged", "no confirmed change", gen, now
+        )
+    status["conditions"] = conditions
+    _summarize(status)
+    return update
+
+
+def _apply_target(entry: dict[str, Any], target: TargetResult, run_time: float) -> None:
+    entry["reached"] = target.reached
+    entry["hops"] = target.hops
+    entry["lastRunTime"] = iso(run_time)
+    for key, value in (
+        ("address", target.address),
+        ("destinationLossRatio", target.loss_ratio),
+        ("destinationRTTMilliseconds", target.rtt_ms),
+        ("error", target.error),
+    ):
+        if value is None:
+            entry.pop(key, None)
+        else:
+            entry[key] = value
+    if target.path is None:
+        entry.pop("path", None)
+    else:
+        entry["path"] = [sorted(hop) for hop in target.path]

@@ -1,0 +1,217 @@
+"""ECMP-aware path-change rules: a table of cases and properties over generated paths."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from traceroute_operator.pathchange import (
+    MAX_ADDRESSES_PER_TTL,
+    DetectionState,
+    Trace,
+    differences,
+    merge,
+    observe,
+    trace_from_path,
+)
+
+
+def t(*hops: str, reached: bool = True, hop_count: int | None = None) -> Trace:
+    """t("10.0.1.1", "", "10.0.3.1|10.0.3.2") -> one TTL per argument, '' silent, '|' ECMP."""
+    path = [h.split("|") if h else [] for h in hops]
+    return trace_from_path(path, hop_count if hop_count is not None else len(path), reached)
+
+
+BASE = t("10.0.1.1", "10.0.2.1", "10.1.3.2", "10.0.4.1", "10.0.5.2")
+
+
+@pytest.mark.parametrize(
+    ("after", "expected"),
+    [
+        (BASE, []),
+        # a silent hop is a wildcard
+        (t("10.0.1.1", "", "10.1.3.2", "", "10.0.5.2"), []),
+        (t("", "", "", "", "10.0.5.2"), []),
+        # ECMP: overlapping sets at a TTL are alternatives, not a change
+        (t("10.0.1.1", "10.0.2.1|10.0.2.9", "10.1.3.2", "10.0.4.1", "10.0.5.2"), []),
+        # disjoint responders at a TTL: a change, readable
+        (
+            t("10.0.1.1", "10.0.2.1", "10.2.3.2", "10.0.4.1", "10.0.5.2"),
+            ["ttl 3: 10.1.3.2 -> 10.2.3.2"],
+        ),
+        (
+            t("10.0.1.1", "10.0.2.1", "10.2.3.2|10.2.3.3", "10.0.4.1", "10.0.5.2"),
+            ["ttl 3: 10.1.3.2 -> 10.2.3.2,10.2.3.3"],
+        ),
+        # hop count change while reached
+        (
+            t("10.0.1.1", "10.0.2.1", "10.1.3.2", "10.0.4.1", "10.0.4.9", "10.0.5.2"),
+            ["hops: 5 -> 6", "ttl 5: 10.0.5.2 -> 10.0.4.9"],
+        ),
+        # reachability change
+        (
+            t("10.0.1.1", "10.0.2.1", "10.1.3.2", "", "", reached=False, hop_count=3),
+            ["reached: yes -> no"],
+        ),
+    ],
+)
+def test_differences_table(after: Trace, expected: list[str]) -> None:
+    assert differences(BASE, after) == expected
+
+
+def test_unreached_both_ignores_noisy_hop_count() -> None:
+    before = t("10.0.1.1", "10.0.2.1", "10.0.3.1", reached=False)
+    after = t("10.0.1.1", "10.0.2.1", reached=False)  # the tail went silent
+    assert differences(before, after) == []
+
+
+def test_merge_learns_ecmp_and_keeps_silent_knowledge() -> None:
+    merged = merge(BASE, t("10.0.1.1", "10.0.2.9|10.0.2.1", "", "10.0.4.1", "10.0.5.2"))
+    assert merged.path[1] == frozenset({"10.0.2.1", "10.0.2.9"})
+    assert merged.path[2] == frozenset({"10.1.3.2"})  # silent now, known before
+    # the learned alternative alone is no change later
+    assert differences(merged, t("10.0.1.1", "10.0.2.9", "10.1.3.2", "10.0.4.1", "10.0.5.2")) == []
+
+
+def test_merge_caps_learned_alternatives() -> None:
+    wide = t("|".join(f"10.9.0.{i}" for i in range(MAX_ADDRESSES_PER_TTL)))
+    merged = merge(wide, t(f"10.9.0.0|10.9.1.{1}"))
+    assert len(merged.path[0]) <= MAX_ADDRESSES_PER_TTL
+
+
+def feed(runs: list[Trace], confirm: int) -> list[tuple[int, str]]:
+    state = DetectionState()
+    changes = []
+    for index, run in enumerate(runs):
+        state, change = observe(state, run, confirm, "target")
+        if change is not None:
+            changes.append((index, change.describe()))
+    return changes
+
+
+FLIPPED = t("10.0.1.1", "10.0.2.1", "10.2.3.2", "10.0.4.1", "10.0.5.2")
+
+
+@pytest.mark.parametrize(
+    ("runs", "confirm", "expected"),
+    [
+        ([BASE, BASE, BASE], 2, []),
+        # a route flip confirmed on the second run that sees it
+        ([BASE, FLIPPED, FLIPPED, FLIPPED], 2, [(2, "ttl 3: 10.1.3.2 -> 10.2.3.2")]),
+        # confirmRuns 1: at once
+        ([BASE, FLIPPED], 1, [(1, "ttl 3: 10.1.3.2 -> 10.2.3.2")]),
+        # a one-run flicker back to the old path is no change
+        ([BASE, FLIPPED, BASE, FLIPPED, BASE], 2, []),
+        # flip and flip back, each confirmed: two changes
+        (
+            [BASE, FLIPPED, FLIPPED, BASE, BASE],
+            2,
+            [(2, "ttl 3: 10.1.3.2 -> 10.2.3.2"), (4, "ttl 3: 10.2.3.2 -> 10.1.3.2")],
+        ),
+        # a silent hop flickering never counts
+        ([BASE, t("10.0.1.1", "", "10.1.3.2", "10.0.4.1", "10.0.5.2"), BASE, BASE], 1, []),
+        # confirmRuns 3 needs three consecutive sightings
+        ([BASE, FLIPPED, FLIPPED, BASE, FLIPPED, FLIPPED], 3, []),
+        ([BASE, FLIPPED, FLIPPED, FLIPPED], 3, [(3, "ttl 3: 10.1.3.2 -> 10.2.3.2")]),
+    ],
+)
+def test_confirmation_table(
+    runs: list[Trace], confirm: int, expected: list[tuple[int, str]]
+) -> None:
+    assert feed(runs, confirm) == expected
+
+
+def test_state_survives_a_status_round_trip() -> None:
+    state, _ = observe(DetectionState(), BASE, 2)
+    state, _ = observe(state, FLIPPED, 2)
+    restored = DetectionState.from_status(state.to_status())
+    assert restored == state
+    _, change = observe(restored, FLIPPED, 2, "x")
+    assert change is not None and change.lines == ("ttl 3: 10.1.3.2 -> 10.2.3.2",)
+
+
+def test_garbage_state_starts_over() -> None:
+    assert DetectionState.from_status({"baseline": {"path": "nope"}}) == DetectionState()
+    assert DetectionState.from_status(None) == DetectionState()
+
+
+# --- properties ------------------------------------------------------------------------------
+
+ADDRESSES = st.sampled_from([f"10.{a}.{b}.1" for a in range(3) for b in range(6)])
+HOP = st.frozensets(ADDRESSES, min_size=1, max_size=3)
+
+
+@st.composite
+def traces(draw: st.DrawFn) -> Trace:
+    path = tuple(draw(st.lists(HOP, min_size=1, max_size=8)))
+    return Trace(path, len(path), draw(st.booleans()))
+
+
+@st.composite
+def silenced(draw: st.DrawFn, trace: Trace) -> Trace:
+    mask = draw(st.lists(st.booleans(), min_size=len(trace.path), max_size=len(trace.path)))
+    return Trace(
+        tuple(frozenset() if m else h for h, m in zip(trace.path, mask, strict=True)),
+        trace.hops,
+        trace.reached,
+    )
+
+
+@given(traces(), st.integers(1, 4), st.integers(1, 6))
+@settings(max_examples=150, deadline=None)
+def test_repeating_a_path_never_changes(trace: Trace, confirm: int, repeats: int) -> None:
+    assert feed([trace] * repeats, confirm) == []
+
+
+@given(st.data(), traces(), st.integers(1, 3))
+@settings(max_examples=150, deadline=None)
+def test_silent_hops_never_change(data: st.DataObject, trace: Trace, confirm: int) -> None:
+    runs = [trace] + [data.draw(silenced(trace)) for _ in range(4)] + [trace]
+    assert feed(runs, confirm) == []
+
+
+@given(st.data(), traces(), st.integers(1, 3))
+@settings(max_examples=150, deadline=None)
+def test_overlapping_ecmp_sets_never_change(
+    data: st.DataObject, trace: Trace, confirm: int
+) -> None:
+    # every run keeps at least one address of each TTL and may add others
+    runs = [trace]
+    for _ in range(4):
+        path = tuple(
+            frozenset({data.draw(st.sampled_from(sorted(h)))})
+            | data.draw(st.frozensets(ADDRESSES, max_size=2))
+            for h in trace.path
+        )
+        runs.append(Trace(path, trace.hops, trace.reached))
+    assert feed(runs, confirm) == []
+
+
+@given(traces(), st.integers(0, 7), st.integers(1, 4))
+@settings(max_examples=150, deadline=None)
+def test_a_persistent_disjoint_hop_is_one_change_after_confirm_runs(
+    trace: Trace, ttl_index: int, confirm: int
+) -> None:
+    index = ttl_index % len(trace.path)
+    moved = tuple(frozenset({"192.0.2.77"}) if i == index else h for i, h in enumerate(trace.path))
+    after = Trace(moved, trace.hops, trace.reached)
+    changes = feed([trace] + [after] * (confirm + 2), confirm)
+    assert len(changes) == 1
+    run_index, text = changes[0]
+    assert run_index == confirm  # the confirm-th run that saw it
+    assert f"ttl {index + 1}: " in text and "192.0.2.77" in text
+
+
+@given(traces(), traces())
+@settings(max_examples=200, deadline=None)
+def test_difference_is_symmetric(a: Trace, b: Trace) -> None:
+    assert bool(differences(a, b)) == bool(differences(b, a))
+
+
+@given(traces(), traces())
+@settings(max_examples=200, deadline=None)
+def test_merge_is_never_a_change_from_either_side_when_same(a: Trace, b: Trace) -> None:
+    if not differences(a, b):
+        merged = merge(a, b)
+        assert not differences(merged, b)
+        assert all(len(h) <= MAX_ADDRESSES_PER_TTL for h in merged.path)

@@ -1,0 +1,236 @@
+"""Status: kstatus conditions from the first reconcile, runs folded in, changes counted."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from traceroute_operator.results import RunResult, TargetResult
+from traceroute_operator.spec import ProbeSpec
+from traceroute_operator.status import (
+    ReconcileOutcome,
+    RunRef,
+    apply_run,
+    condition,
+    is_new_run,
+    iso,
+    parse_iso,
+    reconciled_status,
+    set_condition,
+)
+
+NOW = 1_764_000_000.0
+SPEC = ProbeSpec.from_dict(
+    {"targets": ["a.example", "b.example"], "expectedHops": 5, "pathChange": {"confirmRuns": 2}}
+)
+
+
+def kstatus(status: dict[str, Any], generation: int) -> str:
+    """The kstatus rules for a resource with conditions (as kstatus/Argo read them)."""
+    if status.get("observedGeneration") != generation:
+        return "InProgress"
+    if (c := condition(status, "Stalled")) and c["status"] == "True":
+        return "Failed"
+    if (c := condition(status, "Reconciling")) and c["status"] == "True":
+        return "InProgress"
+    ready = condition(status, "Ready")
+    return "Current" if ready and ready["status"] == "True" else "InProgress"
+
+
+def test_first_reconcile_is_kstatus_current() -> None:
+    status = reconciled_status(None, 1, ReconcileOutcome("trp-x"), SPEC, NOW)
+    assert status["observedGeneration"] == 1
+    assert status["cronJobName"] == "trp-x"
+    assert kstatus(status, 1) == "Current"
+    assert kstatus(status, 2) == "InProgress"
+    types = [c["type"] for c in status["conditions"]]
+    assert types == ["Ready", "Reconciling", "Stalled", "Reachable", "PathStable"]
+    assert condition(status, "Reachable")["status"] == "Unknown"  # type: ignore[index]
+    assert [t["name"] for t in status["targets"]] == ["a.example", "b.example"]
+    assert status["targets"][0]["expectedHops"] == 5
+    assert status["pathChanges"] == 0
+
+
+def test_retry_and_stalled() -> None:
+    retry = reconciled_status(None, 3, ReconcileOutcome("trp-x", error="HTTP 500"), SPEC, NOW)
+    assert kstatus(retry, 3) == "InProgress"
+    assert condition(retry, "Reconciling")["status"] == "True"  # type: ignore[index]
+    stalled = reconciled_status(
+        None, 3, ReconcileOutcome("trp-x", error="spec.port: nope", permanent=True), None, NOW
+    )
+    assert kstatus(stalled, 3) == "Failed"
+    assert "spec.port" in condition(stalled, "Stalled")["message"]  # type: ignore[index]
+
+
+def test_suspended_is_ready_with_reason() -> None:
+    status = reconciled_status(None, 1, ReconcileOutcome("trp-x", suspended=True), SPEC, NOW)
+    assert condition(status, "Ready")["reason"] == "Suspended"  # type: ignore[index]
+    assert kstatus(status, 1) == "Current"
+
+
+def test_transition_time_moves_only_on_status_change() -> None:
+    first = set_condition([], "Ready", "True", "A", "", 1, NOW)
+    same = set_condition(first, "Ready", "True", "B", "m", 2, NOW + 60)
+    assert same[0]["lastTransitionTime"] == iso(NOW)
+    flipped = set_condition(same, "Ready", "False", "C", "", 2, NOW + 120)
+    assert flipped[0]["lastTransitionTime"] == iso(NOW + 120)
+
+
+def test_monitoring_condition_only_when_generated() -> None:
+    off = reconciled_status(None, 1, ReconcileOutcome("trp-x"), SPEC, NOW)
+    assert condition(off, "MonitoringReady") is None
+    missing = reconciled_status(
+        off,
+        1,
+        ReconcileOutcome(
+            "trp-x", monitoring_ok=False, monitoring_message="PrometheusRule not served"
+        ),
+        SPEC,
+        NOW,
+    )
+    assert condition(missing, "MonitoringReady")["status"] == "False"  # type: ignore[index]
+    assert kstatus(missing, 1) == "Current"  # monitoring never blocks readiness
+
+
+def target(
+    name: str, path: list[list[str]] | None, reached: bool = True, **kw: Any
+) -> TargetResult:
+    return TargetResult(
+        name=name,
+        address=kw.get("address", "10.0.9.9"),
+        reached=reached,
+        hops=kw.get("hops", len(path or [])),
+        path=None if path is None else tuple(frozenset(h) for h in path),
+        loss_ratio=kw.get("loss", 0.0),
+        rtt_ms=kw.get("rtt", 1.5),
+        error=kw.get("error"),
+    )
+
+
+A1 = [["10.0.1.1"], ["10.1.2.1"], ["10.0.9.9"]]
+A2 = [["10.0.1.1"], ["10.2.2.1"], ["10.0.9.9"]]
+B1 = [["10.0.1.1"], ["10.0.8.8"]]
+
+
+def run(
+    ts: float, *targets: TargetResult, code: int = 0, errors: tuple[str, ...] = ()
+) -> RunResult:
+    return RunResult(ts, 1.0, code, errors, tuple(targets), False)
+
+
+def feed(
+    status: dict[str, Any],
+    ts: float,
+    result: RunResult | None,
+    uid: str,
+    failure: str | None = None,
+):
+    return apply_run(
+        status,
+        SPEC,
+        RunRef(f"job-{uid}", f"pod-{uid}", uid),
+        run_time=ts,
+        exit_code=result.exit_code if result else 137,
+        result=result,
+        failure=failure,
+        now=ts + 2,
+    )
+
+
+def test_runs_fill_targets_and_confirm_a_change() -> None:
+    status = reconciled_status(None, 1, ReconcileOutcome("trp-x"), SPEC, NOW)
+    update = feed(
+        status, NOW + 300, run(NOW + 300, target("a.example", A1), target("b.example", B1)), "u1"
+    )
+    status = update.status
+    a = status["targets"][0]
+    assert a["path"] == A1 and a["hops"] == 3 and a["reached"] is True
+    assert status["reached"] == "2/2" and status["hops"] == "3,2"
+    assert status["lastRun"]["podUID"] == "u1" and status["lastRun"]["jobName"] == "job-u1"
+    assert condition(status, "Reachable")["status"] == "True"  # type: ignore[index]
+    assert condition(status, "PathStable")["status"] == "True"  # type: ignore[index]
+    assert not update.changes
+
+    update = feed(
+        status, NOW + 600, run(NOW + 600, target("a.example", A2), target("b.example", B1)), "u2"
+    )
+    status = update.status
+    assert not update.changes
+    assert "ttl 2: 10.1.2.1 -> 10.2.2.1" in status["targets"][0]["pendingChange"]
+    assert condition(status, "PathStable")["reason"] == "ChangePending"  # type: ignore[index]
+
+    update = feed(
+        status, NOW + 900, run(NOW + 900, target("a.example", A2), target("b.example", B1)), "u3"
+    )
+    status = update.status
+    assert [c.describe() for c in update.changes] == ["ttl 2: 10.1.2.1 -> 10.2.2.1"]
+    a = status["targets"][0]
+    assert a["pathChanges"] == 1 and a["lastChange"] == "ttl 2: 10.1.2.1 -> 10.2.2.1"
+    assert "pendingChange" not in a
+    assert status["pathChanges"] == 1
+    assert parse_iso(status["lastChangeTime"]) == NOW + 900
+    assert condition(status, "PathStable")["status"] == "False"  # type: ignore[index]
+
+
+def test_unreachable_and_errors_reported_once() -> None:
+    status = reconciled_status(None, 1, ReconcileOutcome("trp-x"), SPEC, NOW)
+    first = feed(
+        status,
+        NOW,
+        run(
+            NOW,
+            target("a.example", A1),
+            target("b.example", [], reached=False, hops=0, error="resolve: NXDOMAIN"),
+            code=3,
+        ),
+        "u1",
+    )
+    assert first.newly_unreachable == ["b.example"]
+    assert first.new_errors == ["b.example: resolve: NXDOMAIN"]
+    assert condition(first.status, "Reachable")["status"] == "False"  # type: ignore[index]
+    assert first.status["reached"] == "1/2"
+    again = feed(
+        first.status,
+        NOW + 300,
+        run(
+            NOW + 300,
+            target("a.example", A1),
+            target("b.example", [], reached=False, hops=0, error="resolve: NXDOMAIN"),
+            code=3,
+        ),
+        "u2",
+    )
+    assert again.newly_unreachable == [] and again.new_errors == []
+
+
+def test_pod_without_result() -> None:
+    status = reconciled_status(None, 1, ReconcileOutcome("trp-x"), SPEC, NOW)
+    update = feed(status, NOW, None, "u1", failure="run left no result (OOMKilled)")
+    assert update.status["lastRun"]["errors"] == ["run left no result (OOMKilled)"]
+    assert update.status["lastRun"]["exitCode"] == 137
+    assert condition(update.status, "Reachable")["reason"] == "NoResult"  # type: ignore[index]
+
+
+def test_unknown_path_keeps_detection_state() -> None:
+    status = reconciled_status(None, 1, ReconcileOutcome("trp-x"), SPEC, NOW)
+    status = feed(status, NOW, run(NOW, target("a.example", A1)), "u1").status
+    detection = status["targets"][0]["detection"]
+    status = feed(status, NOW + 300, run(NOW + 300, target("a.example", None, hops=3)), "u2").status
+    assert "path" not in status["targets"][0]
+    assert status["targets"][0]["detection"] == detection
+
+
+def test_dedupe_by_pod_and_order() -> None:
+    status = reconciled_status(None, 1, ReconcileOutcome("trp-x"), SPEC, NOW)
+    assert is_new_run(status, RunRef("j", "p", "u1"), NOW)
+    status = feed(status, NOW, run(NOW, target("a.example", A1)), "u1").status
+    assert not is_new_run(status, RunRef("j", "p", "u1"), NOW)  # the same pod again
+    assert not is_new_run(status, RunRef("j0", "p0", "u0"), NOW - 300)  # an older pod replayed
+    assert is_new_run(status, RunRef("j2", "p2", "u2"), NOW + 300)
+
+
+def test_removed_targets_leave_status() -> None:
+    status = reconciled_status(None, 1, ReconcileOutcome("trp-x"), SPEC, NOW)
+    fewer = ProbeSpec.from_dict({"targets": ["b.example"]})
+    status = reconciled_status(status, 2, ReconcileOutcome("trp-x"), fewer, NOW)
+    assert [t["name"] for t in status["targets"]] == ["b.example"]
+    assert "expectedHops" not in status["targets"][0]
