@@ -1,0 +1,237 @@
+"""Start and stop the real test environment by hand.
+
+    python -m tests.realenv up        # control plane + Pushgateway + Prometheus, detached
+    python -m tests.realenv status    # what runs, kubeconfig, URLs
+    python -m tests.realenv pods      # run pending pods (pod runner) until Ctrl-C
+    python -m tests.realenv down      # stop what `up` started
+    python -m tests.realenv cleanup   # also remove leftovers of crashed test runs and labs
+
+State lives in $TROP_RUNTIME (default /run/traceroute-operator): env.json plus one directory
+per component with its logs, certificates and pidfiles.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import importlib
+import json
+import signal
+import sys
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import requests
+
+from tests.realenv.controlplane import ControlPlane
+from tests.realenv.kubetools import KUBECTL, KubeRest
+from tests.realenv.podrunner import PodRunner
+from tests.realenv.promstack import Prometheus, Pushgateway
+from tests.realenv.runtime import RUNTIME_ROOT, RuntimeDir, cleanup_stale
+
+STATE_FILE = RUNTIME_ROOT / "env.json"
+
+Command = Callable[[argparse.Namespace], int]
+COMMANDS: dict[str, tuple[str, Command, Callable[[argparse.ArgumentParser], None] | None]] = {}
+
+
+def command(
+    name: str, help_text: str, arguments: Callable[[argparse.ArgumentParser], None] | None = None
+) -> Callable[[Command], Command]:
+    """Register a subcommand (the demo adds itself the same way)."""
+
+    def register(fn: Command) -> Command:
+        COMMANDS[name] = (help_text, fn, arguments)
+        return fn
+
+    return register
+
+
+def read_state() -> dict[str, Any] | None:
+    try:
+        state: dict[str, Any] = json.loads(STATE_FILE.read_text())
+        return state
+    except (FileNotFoundError, ValueError):
+        return None
+
+
+def _component_alive(rundir: str) -> bool:
+    path = Path(rundir)
+    records = RuntimeDir.existing(path).records() if path.is_dir() else []
+    return bool(records) and all(r.alive() for r in records)
+
+
+def _http_ok(url: str) -> bool:
+    session = requests.Session()
+    session.trust_env = False
+    try:
+        return session.get(url, timeout=3).status_code == 200
+    except requests.RequestException:
+        return False
+    finally:
+        session.close()
+
+
+def _print_state(state: dict[str, Any]) -> None:
+    cp, pgw, prom = state["controlplane"], state["pushgateway"], state["prometheus"]
+    print(f"kube-apiserver  {cp['url']}  (Kubernetes {cp['version']})")
+    print(f"kubeconfig      {cp['kubeconfig']}")
+    print(f"Pushgateway     {pgw['url']}")
+    print(f"Prometheus      {prom['url']}  (config {prom['config']})")
+    print()
+    print(f"  export KUBECONFIG={cp['kubeconfig']}")
+    print(f"  {KUBECTL} get namespaces")
+    print("  pods stay Pending until a pod runner runs: python -m tests.realenv pods")
+
+
+@command("up", "start control plane, Pushgateway and Prometheus (detached)")
+def cmd_up(args: argparse.Namespace) -> int:
+    state = read_state()
+    if state and all(_component_alive(c["rundir"]) for c in state.values()):
+        print("already up:")
+        _print_state(state)
+        return 0
+    if state:
+        cmd_down(args)
+    cleanup_stale()
+    started: list[Any] = []
+    try:
+        cp = ControlPlane(detached=True).start()
+        started.append(cp)
+        pgw = Pushgateway(detached=True).start()
+        started.append(pgw)
+        prom = Prometheus(pushgateway=pgw, detached=True).start()
+        started.append(prom)
+    except BaseException:
+        for component in reversed(started):
+            component.stop()
+        raise
+    state = {
+        "controlplane": {**cp.state(), "rundir": str(cp.workdir)},
+        "pushgateway": {"url": pgw.url, "rundir": str(pgw.workdir)},
+        "prometheus": {
+            "url": prom.url,
+            "rundir": str(prom.workdir),
+            "config": str(prom.config_path),
+        },
+    }
+    STATE_FILE.write_text(json.dumps(state, indent=2))
+    _print_state(state)
+    return 0
+
+
+@command("down", "stop what `up` started")
+def cmd_down(args: argparse.Namespace) -> int:
+    state = read_state()
+    if not state:
+        print("nothing is up")
+        return 0
+    for name, component in state.items():
+        path = Path(component["rundir"])
+        if path.is_dir():
+            RuntimeDir.existing(path).remove()
+        print(f"stopped {name}")
+    STATE_FILE.unlink(missing_ok=True)
+    return 0
+
+
+@command("status", "show what runs")
+def cmd_status(args: argparse.Namespace) -> int:
+    state = read_state()
+    if not state:
+        print("nothing is up (python -m tests.realenv up)")
+        return 1
+    _print_state(state)
+    print()
+    healthy = True
+    try:
+        with KubeRest(Path(state["controlplane"]["kubeconfig"])) as api:
+            version = api.get("/version")["gitVersion"]
+        print(f"kube-apiserver: ok ({version})")
+    except Exception as exc:
+        print(f"kube-apiserver: DOWN ({exc})")
+        healthy = False
+    for name in ("pushgateway", "prometheus"):
+        ok = _http_ok(state[name]["url"] + "/-/ready")
+        print(f"{name}: {'ok' if ok else 'DOWN'}")
+        healthy &= ok
+    procs = all(_component_alive(c["rundir"]) for c in state.values())
+    print(f"processes: {'all alive' if procs else 'SOME DIED (see logs in the run dirs)'}")
+    return 0 if healthy and procs else 1
+
+
+def _pods_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--namespace", help="only pods of this namespace (default: all)")
+    parser.add_argument("--selector", help="only pods matching this label selector")
+    parser.add_argument("--netns", help="run pods in this named network namespace")
+
+
+@command("pods", "run pending pods of the `up` cluster until Ctrl-C", _pods_arguments)
+def cmd_pods(args: argparse.Namespace) -> int:
+    state = read_state()
+    if not state:
+        print("nothing is up (python -m tests.realenv up)", file=sys.stderr)
+        return 1
+    netns = args.netns
+    runner = PodRunner(
+        Path(state["controlplane"]["kubeconfig"]),
+        namespace=args.namespace,
+        label_selector=args.selector,
+        netns_for_pod=(lambda pod: netns) if netns else None,
+    )
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    with runner:
+        print(f"pod runner on node {runner.node_name}; Ctrl-C to stop")
+        seen: set[str] = set()
+        with contextlib.suppress(KeyboardInterrupt):
+            while not stop.wait(1.0):
+                for run in runner.finished_runs():
+                    if run.uid not in seen:
+                        seen.add(run.uid)
+                        codes = [c.exit_code for c in run.containers]
+                        print(f"{run.namespace}/{run.name}: {run.phase} exit={codes}")
+    return 0
+
+
+def _cleanup_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--keep-manual", action="store_true", help="keep the environment started by `up`"
+    )
+
+
+@command(
+    "cleanup", "remove leftovers of crashed runs (and the `up` environment)", _cleanup_arguments
+)
+def cmd_cleanup(args: argparse.Namespace) -> int:
+    removed = [str(p) for p in cleanup_stale(include_manual=not args.keep_manual)]
+    if not args.keep_manual:
+        STATE_FILE.unlink(missing_ok=True)
+    try:
+        lab = importlib.import_module("tests.realenv.lab")
+    except ImportError:
+        lab = None
+    if lab is not None and hasattr(lab, "cleanup_all"):
+        removed += [str(item) for item in lab.cleanup_all()]
+    for item in removed:
+        print(f"removed {item}")
+    if not removed:
+        print("nothing to clean up")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tests.realenv", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, (help_text, _fn, arguments) in COMMANDS.items():
+        subparser = sub.add_parser(name, help=help_text)
+        if arguments is not None:
+            arguments(subparser)
+    args = parser.parse_args(argv)
+    return COMMANDS[args.command][1](args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
