@@ -11,6 +11,7 @@ import statistics
 import subprocess
 import sys
 import textwrap
+import time
 
 import pytest
 
@@ -257,6 +258,7 @@ def test_cleanup_all_removes_leftovers_of_a_killed_process(lab_factory: LabFacto
         lab = Lab(Topology.chain(routers=1, link_delay_ms=1.0)).start()
         lab.popen("target", ["sleep", "300"])
         print(json.dumps([lab.netns(n) for n in lab.topology.nodes]), flush=True)
+        print(lab._relay.pid, flush=True)
         time.sleep(300)
         """
     )
@@ -269,11 +271,18 @@ def test_cleanup_all_removes_leftovers_of_a_killed_process(lab_factory: LabFacto
     try:
         assert owner.stdout is not None
         names = set(json.loads(owner.stdout.readline()))
+        relay_pid = int(owner.stdout.readline())
         assert names <= set(netns_list())
     finally:
         owner.send_signal(signal.SIGKILL)  # no teardown can run
         owner.wait(timeout=10)
     assert names <= set(netns_list()), "SIGKILL should leave the namespaces behind"
+    # The delay relay notices its parent is gone (stdin EOF) and exits by itself.
+    for _ in range(50):
+        if not os.path.exists(f"/proc/{relay_pid}"):
+            break
+        time.sleep(0.1)
+    assert not os.path.exists(f"/proc/{relay_pid}")
 
     removed = cleanup_all()
 
