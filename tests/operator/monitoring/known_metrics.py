@@ -3,45 +3,15 @@
 
 from __future__ import annotations
 
-import importlib
 import re
 
 from traceroute_operator.pushgateway import verdict_exposition
-
-# contracts.md section 4, used only until traceroute_probe.metrics exists
-_CONTRACT_PROBE_FAMILIES = frozenset(
-    {
-        "traceroute_run_timestamp_seconds",
-        "traceroute_run_duration_seconds",
-        "traceroute_reached",
-        "traceroute_hops",
-        "traceroute_expected_hops",
-        "traceroute_destination_loss_ratio",
-        "traceroute_destination_rtt_seconds",
-        "traceroute_duration_seconds",
-        "traceroute_path_fingerprint",
-        "traceroute_hop_rtt_min_seconds",
-        "traceroute_hop_rtt_avg_seconds",
-        "traceroute_hop_rtt_max_seconds",
-        "traceroute_hop_rtt_stddev_seconds",
-        "traceroute_hop_loss_ratio",
-        "traceroute_hop_probes_sent",
-        "traceroute_hop_replies",
-        "traceroute_hop_rate_limited",
-        "traceroute_hop_info",
-        "traceroute_edge_info",
-        "traceroute_target_error",
-    }
-)
+from traceroute_probe.metrics import METRIC_FAMILIES
 
 
-def probe_families() -> tuple[frozenset[str], str]:
-    """(families, where they came from)."""
-    try:
-        metrics = importlib.import_module("traceroute_probe.metrics")
-    except ImportError:
-        return _CONTRACT_PROBE_FAMILIES, "contracts.md (traceroute_probe.metrics not there yet)"
-    return frozenset(metrics.METRIC_FAMILIES), "traceroute_probe.metrics.METRIC_FAMILIES"
+def probe_families() -> frozenset[str]:
+    """What the probe pushes, from its own metrics module."""
+    return frozenset(METRIC_FAMILIES)
 
 
 def operator_families() -> frozenset[str]:

@@ -14,10 +14,10 @@ deleting the probe's Pushgateway groups removes its series.
 
 from __future__ import annotations
 
-import importlib.util
-import json
+import os
 import re
 import shutil
+import tempfile
 import time
 import uuid
 from collections.abc import Iterator
@@ -48,14 +48,15 @@ pytestmark = pytest.mark.slow
 
 CONFIRM_RUNS = 2
 PROBE_UID = 65534
-VENV_BIN = Path("/var/cache/traceroute-operator/venv/bin")
+VENV_BIN = Path(os.environ.get("TROP_CACHE", "/var/cache/traceroute-operator")) / "venv/bin"
 
 
-def probe_cli() -> str | None:
-    """The real probe CLI, once the probe package has it."""
-    if importlib.util.find_spec("traceroute_probe.cli") is None:
-        return None
-    return shutil.which("traceroute-probe", path=f"{VENV_BIN}:/usr/local/bin:/usr/bin")
+def probe_cli() -> str:
+    """The real probe CLI, as installed by `make env`."""
+    found = shutil.which("traceroute-probe", path=f"{VENV_BIN}:/usr/local/bin:/usr/bin")
+    if found is None:
+        raise FileNotFoundError("traceroute-probe not installed: run `make env`")
+    return found
 
 
 @dataclass
@@ -72,14 +73,15 @@ class ProbeUnderTest:
     state: DetectionState = field(default_factory=DetectionState)
     path_changes: int = 0
     last_change: float | None = None
+    results: list[Any] = field(default_factory=list)
 
     def run(self) -> RunResult:
         """One probe run in the lab; then the operator's verdict, pushed."""
-        cli = probe_cli()
-        result = self._run_cli(cli) if cli is not None else self._run_synthetic()
+        result = self._run_cli(probe_cli())
         (target,) = result.targets
         assert target.path is not None
         trace = trace_from_path([sorted(h) for h in target.path], target.hops, target.reached)
+        self.results.append(target)
         self.state, change = observe(self.state, trace, CONFIRM_RUNS, self.target)
         if change is not None:
             self.path_changes += 1
@@ -115,77 +117,6 @@ class ProbeUnderTest:
         )
         assert proc.returncode in (0, 1), f"probe failed ({proc.returncode}): {proc.stderr}"
         return parse_termination_message(log.read_text())
-
-    def _run_synthetic(self) -> RunResult:
-        """Until the probe's CLI exists: its contract's series and termination message,
-        built from the lab's ground truth of the current route."""
-        hops = self.lab.truth("probe", "target")
-        now = time.time()
-        exposition, message = synthetic_probe_output(self.target, hops, self.expected_hops, now)
-        self.pushgateway.push(
-            "traceroute", {"namespace": self.namespace, "probe": self.name}, exposition
-        )
-        return parse_termination_message(json.dumps(message))
-
-
-def synthetic_probe_output(
-    target: str, hops: list[str], expected: int, now: float, flows: int = 3
-) -> tuple[str, dict[str, Any]]:
-    families: dict[str, list[str]] = {}
-
-    def sample(name: str, labels: dict[str, str], value: float) -> None:
-        text = ",".join(f'{k}="{v}"' for k, v in labels.items())
-        families.setdefault(name, []).append(f"{name}{{{text}}} {value}")
-
-    t = {"target": target}
-    sample("traceroute_run_timestamp_seconds", {}, now)
-    sample("traceroute_run_duration_seconds", {}, 0.2)
-    sample("traceroute_reached", t, 1)
-    sample("traceroute_hops", t, len(hops))
-    sample("traceroute_expected_hops", t, expected)
-    sample("traceroute_destination_loss_ratio", t, 0.0)
-    sample("traceroute_destination_rtt_seconds", t, 0.0002 * len(hops))
-    sample("traceroute_duration_seconds", t, 0.2)
-    sample("traceroute_path_fingerprint", t, hash(tuple(hops)) % 2**32)
-    previous = "origin"
-    for ttl, ip in enumerate(hops, start=1):
-        for flow in range(flows):
-            hop = {**t, "flow": str(flow), "ttl": str(ttl)}
-            rtt = 0.0002 * ttl
-            sample("traceroute_hop_rtt_min_seconds", hop, rtt * 0.9)
-            sample("traceroute_hop_rtt_avg_seconds", hop, rtt)
-            sample("traceroute_hop_rtt_max_seconds", hop, rtt * 1.2)
-            sample("traceroute_hop_rtt_stddev_seconds", hop, rtt * 0.1)
-            sample("traceroute_hop_loss_ratio", hop, 0.0)
-            sample("traceroute_hop_probes_sent", hop, 3)
-            sample("traceroute_hop_replies", hop, 3)
-            sample("traceroute_hop_info", {**hop, "ip": ip}, 1)
-        sample("traceroute_hop_rate_limited", {**t, "ttl": str(ttl)}, 0)
-        sample("traceroute_edge_info", {**t, "from": previous, "to": ip}, 1)
-        previous = ip
-    text = "".join(
-        f"# TYPE {name} gauge\n" + "\n".join(lines) + "\n" for name, lines in families.items()
-    )
-    message = {
-        "v": 1,
-        "ts": now,
-        "dur": 0.2,
-        "code": 0,
-        "err": [],
-        "t": [
-            {
-                "n": target,
-                "a": target,
-                "r": True,
-                "h": len(hops),
-                "p": [[ip] for ip in hops],
-                "l": 0.0,
-                "rtt": 0.2,
-            }
-        ],
-        "trunc": False,
-    }
-    return text, message
 
 
 # --- dashboard queries -------------------------------------------------------------
@@ -254,6 +185,17 @@ def check_dashboard_returns_data(
 
 
 @pytest.fixture
+def probe_workdir() -> Iterator[Path]:
+    """A directory uid 65534 can write to (pytest's tmp_path parents are 0700)."""
+    path = Path(tempfile.mkdtemp(prefix="trop-obs-"))
+    path.chmod(0o755)
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
 def rules_loaded(prometheus: Prometheus) -> Iterator[list[Path]]:
     files: list[Path] = []
     yield files
@@ -265,34 +207,48 @@ def test_alerts_and_dashboards_on_real_prometheus(
     pushgateway: Pushgateway,
     prometheus: Prometheus,
     rules_loaded: list[Path],
-    tmp_path: Path,
+    probe_workdir: Path,
 ) -> None:
     lab = lab_factory(Topology.diamond(a_routers=2, b_routers=3))
     lab.attach_cluster_network("probe")
-    tmp_path.chmod(0o755)
     namespace = f"obs-{uuid.uuid4().hex[:8]}"
     target = lab.addr("target")
     path_a = lab.truth("probe", "target")
     probe = ProbeUnderTest(
-        lab, pushgateway, namespace, "web", target, tmp_path, expected_hops=len(path_a)
+        lab, pushgateway, namespace, "web", target, probe_workdir, expected_hops=len(path_a)
     )
     spec = {
         "metadata": {"name": probe.name, "namespace": namespace},
         "spec": {"schedule": "* * * * *", "targets": [target], "expectedHops": len(path_a)},
     }
     rule = build_prometheusrule(spec, MonitoringSettings())
-    rule_file = tmp_path / "rules.yaml"
+    rule_file = probe_workdir / "rules.yaml"
     rule_file.write_text(yaml.safe_dump({"groups": rule["spec"]["groups"]}, sort_keys=False))
     rules_loaded.append(rule_file)
     prometheus.reload(rule_files=[rule_file])
     prometheus.wait_for_healthy_targets()
 
     sel = f'namespace="{namespace}", probe="web"'
+    # Runs follow each other within seconds here, not minutes: without this the
+    # routers' ICMP rate limits (6 tokens, 1/s) silence most hops of the next run.
+    for node in lab.topology.nodes:
+        lab.set_icmp_ratelimit(node, ms=0, burst=1000)
+    assert probe.run().targets[0].reached
+    # A router on the route goes silent for two runs: a wildcard, not a path change
+    lab.silence("a1")
+    silent_ttl = next(ttl for ttl, ip in enumerate(path_a, 1) if lab.node_of(ip) == "a1")
     for _ in range(CONFIRM_RUNS):
         result = probe.run()
-        assert result.targets[0].reached
+        (traced,) = result.targets
+        assert traced.reached and traced.path is not None
+        assert traced.path[silent_ttl - 1] == frozenset(), traced.path
+    lab.unsilence("a1")
     prometheus.wait_for(f"traceroute_path_changes_total{{{sel}}} == 0", timeout=30)
     prometheus.wait_for(f"traceroute_hops{{{sel}}} == {len(path_a)}", timeout=30)
+    prometheus.wait_for(
+        f'count(traceroute_edge_info{{{sel}, to="*{silent_ttl}"}})', bool, timeout=30
+    )
+    assert probe.path_changes == 0
     assert not [
         a
         for a in prometheus.alerts()
@@ -352,7 +308,9 @@ def test_alerts_and_dashboards_on_real_prometheus(
     by_ttl: dict[int, set[str]] = {}
     for row in table_rows:
         by_ttl.setdefault(int(row["metric"]["ttl"]), set()).add(row["metric"]["ip"])
-    assert [by_ttl[ttl] for ttl in sorted(by_ttl)] == [{ip} for ip in path_b]
+    assert [by_ttl[ttl] for ttl in sorted(by_ttl)] == [{ip} for ip in path_b], (
+        f"table {by_ttl}, lab route {path_b}, runs {probe.results}"
+    )
     # the node graph's edges chain origin -> ... -> target along that route
     edges = {r["metric"]["source"]: r["metric"]["target"] for r in drill["Path/edges"]}
     walk: list[str] = []
