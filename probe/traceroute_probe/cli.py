@@ -16,12 +16,10 @@ import socket
 import sys
 import time
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from typing import NoReturn
 
 from . import __version__
 from .engine import DEFAULT_PORTS, PROTOCOLS, TargetSpec, WaveOptions, run_wave
-from .metrics import PushError, PushSettings, build_registry, push, validate_label_name
 from .result import RunResult, TargetError, TargetResult, termination_message
 from .table import render
 
@@ -122,6 +120,8 @@ def _parse_labels(items: Sequence[str]) -> dict[str, str]:
         key, sep, value = item.partition("=")
         if not sep:
             raise UsageError(f"--label expects KEY=VALUE, got {item!r}")
+        from .metrics import validate_label_name  # noqa: PLC0415 (import cost: only when used)
+
         problem = validate_label_name(key)
         if problem:
             raise UsageError(f"--label: {problem}")
@@ -171,6 +171,28 @@ def resolve(name: str, family: str) -> tuple[str | None, int | None, TargetError
         if af in (socket.AF_INET, socket.AF_INET6):
             return str(sockaddr[0]), 4 if af == socket.AF_INET else 6, None
     return None, None, TargetError("resolve", f"cannot resolve {name}: no IPv4/IPv6 address")
+
+
+def _resolve_all(
+    targets: Sequence[str], family: str
+) -> list[tuple[str | None, int | None, TargetError | None]]:
+    """Literals at once; names concurrently (a slow resolver must not serialise 64 names)."""
+    names = [t for t in targets if not _is_literal(t)]
+    by_name: dict[str, tuple[str | None, int | None, TargetError | None]] = {}
+    if names:
+        from concurrent.futures import ThreadPoolExecutor  # noqa: PLC0415 (only for names)
+
+        with ThreadPoolExecutor(max_workers=min(8, len(names))) as pool:
+            by_name = dict(zip(names, pool.map(lambda n: resolve(n, family), names), strict=True))
+    return [by_name[t] if t in by_name else resolve(t, family) for t in targets]
+
+
+def _is_literal(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _exit_code(results: Sequence[TargetResult], push_failed: bool) -> int:
@@ -236,8 +258,7 @@ def _main(argv: Sequence[str] | None) -> int:
 
     started = time.time()
     t0 = time.monotonic()
-    with ThreadPoolExecutor(max_workers=min(8, len(targets))) as pool:
-        resolved = list(pool.map(lambda name: resolve(name, args.ip_family), targets))
+    resolved = _resolve_all(targets, args.ip_family)
     seed_base = args.flow_seed or args.probe or ""
     specs = [
         TargetSpec(
@@ -281,6 +302,13 @@ def _main(argv: Sequence[str] | None) -> int:
 
     push_failed = False
     if args.pushgateway:
+        from .metrics import (  # noqa: PLC0415 (prometheus_client costs startup time)
+            PushError,
+            PushSettings,
+            build_registry,
+            push,
+        )
+
         settings = PushSettings(
             url=args.pushgateway,
             namespace=args.namespace,

@@ -20,8 +20,8 @@ from __future__ import annotations
 
 import errno
 import heapq
+import os
 import resource
-import secrets
 import selectors
 import time
 from collections.abc import Sequence
@@ -224,7 +224,7 @@ class _Wave:
         if opts.protocol not in PROTOCOLS:
             raise ValueError(f"unknown protocol {opts.protocol!r}")
         self.opts = opts
-        self.run_token = secrets.randbits(32)
+        self.run_token = int.from_bytes(os.urandom(4), "big")
         self.nonce = self.run_token & 0x0F
         self.tcp_nonce = (self.run_token >> 8) & 0xFFFF
         self.targets = [
