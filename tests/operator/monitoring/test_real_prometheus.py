@@ -249,6 +249,17 @@ def test_alerts_and_dashboards_on_real_prometheus(
         f'count(traceroute_edge_info{{{sel}, to="*{silent_ttl}"}})', bool, timeout=30
     )
     assert probe.path_changes == 0
+    # the mtr-like table shows the silent TTL as '*' with 100% loss, like mtr's ???
+    dashboards = build_dashboards()
+    drill_vars = {"datasource": "prom", "namespace": namespace, "probe": "web", "target": target}
+    hop_table = next(
+        p for p in dashboards["traceroute-probe"]["panels"] if p["title"] == "Hops (latest run)"
+    )
+    (loss_query,) = [t for t in hop_table["targets"] if t["refId"] == "A"]
+    rows = prometheus.query(substitute(loss_query["expr"], drill_vars))
+    silent_rows = [r for r in rows if r["metric"]["ttl"] == str(silent_ttl)]
+    assert silent_rows, rows
+    assert {(r["metric"]["ip"], float(r["value"][1])) for r in silent_rows} == {("*", 1.0)}
     assert not [
         a
         for a in prometheus.alerts()
@@ -291,12 +302,7 @@ def test_alerts_and_dashboards_on_real_prometheus(
     assert mismatch and mismatch[0]["labels"]["reason"] == "expected_mismatch"
 
     # every query of every panel returns data, on both dashboards
-    dashboards = build_dashboards()
-    drill = check_dashboard_returns_data(
-        prometheus,
-        dashboards["traceroute-probe"],
-        {"datasource": "prom", "namespace": namespace, "probe": "web", "target": target},
-    )
+    drill = check_dashboard_returns_data(prometheus, dashboards["traceroute-probe"], drill_vars)
     check_dashboard_returns_data(
         prometheus,
         dashboards["traceroute-overview"],
