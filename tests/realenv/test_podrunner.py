@@ -122,8 +122,9 @@ report = {
     "secret_write": attempt(lambda: open("/etc/creds/password", "w")),
     "root_write": attempt(lambda: open("/trop-should-not-exist", "w")),
     "scratch_write": attempt(lambda: open("/scratch/x", "w")),
+    "has_sa_token": os.path.exists("/var/run/secrets/kubernetes.io/serviceaccount/token"),
 }
-open("/dev/termination-log", "w").write(json.dumps(report))
+open(os.environ["MESSAGE_PATH"], "w").write(json.dumps(report))
 print("x" * 10)
 """
 
@@ -133,6 +134,10 @@ def test_pod_runs_as_specified_user_env_volumes_and_isolated_network(
     kube: KubeRest, k8s_namespace: str, pod_runner: PodRunner
 ) -> None:
     ns = k8s_namespace
+    # a message path whose directory the host lacks: the runner must create the mount point
+    # and remove it again
+    message_dir = Path(f"/run/trop-smoke-{ns}")
+    message_path = message_dir / "message"
     kube.post(
         f"/api/v1/namespaces/{ns}/secrets",
         {"metadata": {"name": "creds"}, "data": {"password": base64.b64encode(b"s3cr3t").decode()}},
@@ -157,6 +162,7 @@ def test_pod_runs_as_specified_user_env_volumes_and_isolated_network(
                 "args": ["$(GREETING)", "$$(GREETING)"],
                 "env": [
                     {"name": "GREETING", "value": "hello"},
+                    {"name": "MESSAGE_PATH", "value": str(message_path)},
                     {
                         "name": "FROM_SECRET",
                         "valueFrom": {"secretKeyRef": {"name": "creds", "key": "password"}},
@@ -164,6 +170,7 @@ def test_pod_runs_as_specified_user_env_volumes_and_isolated_network(
                     {"name": "NS", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
                 ],
                 "envFrom": [{"prefix": "CFG_", "configMapRef": {"name": "cfg"}}],
+                "terminationMessagePath": str(message_path),
                 "volumeMounts": [
                     {"name": "creds", "mountPath": "/etc/creds", "readOnly": True},
                     {"name": "scratch", "mountPath": "/scratch"},
@@ -196,12 +203,13 @@ def test_pod_runs_as_specified_user_env_volumes_and_isolated_network(
     assert report["secret_write"] == "Read-only file system"
     assert report["root_write"] == "Read-only file system"
     assert report["scratch_write"] == "ok"
+    assert report["has_sa_token"] is False  # automountServiceAccountToken: false
     assert pod["status"]["phase"] == "Succeeded"
     assert not Path("/trop-should-not-exist").exists()
     # the host keeps no mount point the runner created for the pod
     pod_runner.stop()
     assert not Path("/etc/creds").exists()
-    assert not Path("/dev/termination-log").exists()
+    assert not message_dir.exists()
 
 
 @pytest.mark.slow
@@ -302,3 +310,52 @@ def _is_zombie(pid: int) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
     except OSError:
         return True
+
+
+READ_SA = r"""
+import json
+base = "/var/run/secrets/kubernetes.io/serviceaccount/"
+files = {name: open(base + name).read() for name in ("token", "namespace", "ca.crt")}
+open("/dev/termination-log", "w").write(json.dumps(files))
+"""
+
+
+@pytest.mark.slow
+def test_default_service_account_token_is_projected_and_valid(
+    kube: KubeRest, k8s_namespace: str, pod_runner: PodRunner
+) -> None:
+    """Without automountServiceAccountToken: false, admission adds the kube-api-access
+    volume; the runner fills it like the kubelet: a bound token, namespace and CA."""
+    ns = k8s_namespace
+    pod = {
+        "metadata": {"name": "sa-reader"},
+        "spec": {
+            "restartPolicy": "Never",
+            "containers": [
+                {
+                    "name": "c",
+                    "image": "python",
+                    "command": ["python", "-c", READ_SA],
+                    "securityContext": RESTRICTED,
+                }
+            ],
+        },
+    }
+    created = kube.post(f"/api/v1/namespaces/{ns}/pods", pod)
+    assert any(v["name"].startswith("kube-api-access") for v in created["spec"]["volumes"])
+    pod_runner.wait_for_pod(ns, "sa-reader", timeout=30)
+    status = kube.get(f"/api/v1/namespaces/{ns}/pods/sa-reader")["status"]
+    terminated = status["containerStatuses"][0]["state"]["terminated"]
+    assert terminated["exitCode"] == 0, terminated
+    files = json.loads(terminated["message"])
+    assert files["namespace"] == ns
+    assert "BEGIN CERTIFICATE" in files["ca.crt"]
+    review = kube.post(
+        "/apis/authentication.k8s.io/v1/tokenreviews",
+        {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview",
+         "spec": {"token": files["token"]}},
+    )  # fmt: skip
+    assert review["status"]["authenticated"] is True
+    user = review["status"]["user"]
+    assert user["username"] == f"system:serviceaccount:{ns}:default"
+    assert user["extra"]["authentication.kubernetes.io/pod-name"] == ["sa-reader"]
