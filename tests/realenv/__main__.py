@@ -27,7 +27,7 @@ import requests
 
 from tests.realenv.controlplane import ControlPlane
 from tests.realenv.kubetools import KUBECTL, KubeRest
-from tests.realenv.podrunner import PodRunner
+from tests.realenv.podrunner import HOST_NETNS, PodRunner
 from tests.realenv.promstack import Prometheus, Pushgateway
 from tests.realenv.runtime import RUNTIME_ROOT, RuntimeDir, cleanup_stale
 
@@ -165,7 +165,13 @@ def cmd_status(args: argparse.Namespace) -> int:
 def _pods_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--namespace", help="only pods of this namespace (default: all)")
     parser.add_argument("--selector", help="only pods matching this label selector")
-    parser.add_argument("--netns", help="run pods in this named network namespace")
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument("--netns", help="run pods in this named network namespace")
+    where.add_argument(
+        "--host-network",
+        action="store_true",
+        help="run pods in the host network namespace (reach the apiserver on loopback)",
+    )
 
 
 @command("pods", "run pending pods of the `up` cluster until Ctrl-C", _pods_arguments)
@@ -174,12 +180,13 @@ def cmd_pods(args: argparse.Namespace) -> int:
     if not state:
         print("nothing is up (python -m tests.realenv up)", file=sys.stderr)
         return 1
-    netns = args.netns
+    netns = HOST_NETNS if args.host_network else args.netns
     runner = PodRunner(
         Path(state["controlplane"]["kubeconfig"]),
         namespace=args.namespace,
         label_selector=args.selector,
         netns_for_pod=(lambda pod: netns) if netns else None,
+        max_runtime_seconds=None,  # long-running pods (the operator) are fine by hand
     )
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())

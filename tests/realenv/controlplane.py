@@ -37,13 +37,15 @@ BIN_DIR = CACHE / f"k8s-{K8S_VERSION}" / "bin"
 SERVICE_CLUSTER_IP_RANGE = "10.96.0.0/24"
 SERVICE_ACCOUNT_ISSUER = "https://kubernetes.default.svc.cluster.local"
 
-# The CronJob -> Job -> Pod chain, garbage collection of owned objects, namespace deletion,
-# the `default` ServiceAccount every namespace has on a real cluster (the ServiceAccount
-# admission plugin rejects pods whose ServiceAccount is missing), the kube-root-ca.crt
-# ConfigMap, and Job TTL cleanup.
+# The CronJob -> Job -> Pod chain, Deployment -> ReplicaSet -> Pod (the chart's operator),
+# garbage collection of owned objects, namespace deletion, the `default` ServiceAccount every
+# namespace has on a real cluster (the ServiceAccount admission plugin rejects pods whose
+# ServiceAccount is missing), the kube-root-ca.crt ConfigMap, and Job TTL cleanup.
 DEFAULT_CONTROLLERS = (
     "cronjob-controller",
     "job-controller",
+    "deployment-controller",
+    "replicaset-controller",
     "garbage-collector-controller",
     "namespace-controller",
     "serviceaccount-controller",

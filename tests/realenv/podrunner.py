@@ -34,6 +34,7 @@ import contextlib
 import datetime
 import json
 import logging
+import math
 import os
 import re
 import shlex
@@ -42,6 +43,7 @@ import signal
 import subprocess
 import threading
 import time
+import urllib.parse
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -55,6 +57,10 @@ log = logging.getLogger(__name__)
 
 Pod = dict[str, Any]
 NetnsForPod = Callable[[Pod], "str | None"]
+
+# returned by netns_for_pod: run the pod in the host's network namespace (e.g. an operator
+# pod that must reach the apiserver on loopback, as a kube-proxy DNAT would give it)
+HOST_NETNS = "<host>"
 
 TERMINATION_MESSAGE_MAX_BYTES = 4096  # kubelet: MaxContainerTerminationMessageLength
 FALLBACK_LOG_LINES = 80  # kubelet: MaxContainerTerminationMessageLogLines
@@ -278,10 +284,15 @@ class PodRunner:
         label_selector: str | None = None,
         netns_for_pod: NetnsForPod | None = None,
         node_name: str | None = None,
-        max_runtime_seconds: float = 300.0,
+        max_runtime_seconds: float | None = 300.0,
         images: Mapping[str, Image] | None = None,
     ) -> None:
         self.kubeconfig = Path(kubeconfig)
+        with KubeRest(self.kubeconfig) as api:
+            # what kube-proxy would map the `kubernetes` Service to
+            server = urllib.parse.urlsplit(api.server)
+        self.apiserver_host = server.hostname or "127.0.0.1"
+        self.apiserver_port = server.port or 443
         self.namespace = namespace
         self.label_selector = label_selector
         self.netns_for_pod = netns_for_pod
@@ -583,8 +594,9 @@ class _PodTask:
         spec = self.pod["spec"]
         limit = self.runner.max_runtime_seconds
         if spec.get("activeDeadlineSeconds") is not None:
-            limit = min(limit, float(spec["activeDeadlineSeconds"]))
-        return time.monotonic() + limit
+            active = float(spec["activeDeadlineSeconds"])
+            limit = active if limit is None else min(limit, active)
+        return time.monotonic() + (math.inf if limit is None else limit)
 
     def _run_pod(self) -> None:
         spec = self.pod["spec"]
@@ -605,12 +617,13 @@ class _PodTask:
                 if self._wait_or_interrupt(deadline, 2.0):
                     self._finish_interrupted(deadline)
                     return
-        netns_ip = _netns_addresses(self.run.netns) if self.run.netns else []
+        netns_ip = self._pod_ips()
         self._patch_status(self._running_status(plans, netns_ip))
         restart_policy = spec.get("restartPolicy", "Always")
         results: dict[str, ContainerResult] = {}
         restarts = dict.fromkeys((p.name for p in plans), 0)
         pending = {p.name: p for p in plans}
+        crash_looping: set[str] = set()
         while pending:
             for plan in list(pending.values()):
                 if plan.name not in self._procs:
@@ -625,17 +638,39 @@ class _PodTask:
             retry = restart_policy == "Always" or (
                 restart_policy == "OnFailure" and result.exit_code != 0
             )
+            if retry:
+                self.statuses[plan.name]["lastState"] = {"terminated": self._terminated(result)}
             if retry and restarts[plan.name] < MAX_RESTARTS:
                 restarts[plan.name] += 1
-                self.statuses[plan.name]["lastState"] = {"terminated": self._terminated(result)}
                 time.sleep(min(1.0, 0.25 * 2 ** restarts[plan.name]))
                 continue
             results[plan.name] = result
             del pending[plan.name]
             if retry:
-                # a real kubelet would go on restarting (CrashLoopBackOff); stop here
-                self.run.reason = "CrashLoopBackOff"
+                # the kubelet would back off and restart forever; the pod stays Running with
+                # the container waiting (bounded here: no more restarts)
+                crash_looping.add(plan.name)
+                self.statuses[plan.name]["state"] = {
+                    "waiting": {
+                        "reason": "CrashLoopBackOff",
+                        "message": f"back-off restarting failed container {plan.name}",
+                    }
+                }
+        if crash_looping:
+            self.run.reason = "CrashLoopBackOff"
+            self._patch_status(self._running_status(plans, netns_ip))
+            while not self._wait_or_interrupt(deadline, 3600.0):
+                pass
+            self._finish_interrupted(deadline, results, plans)
+            return
         self._finish(results, plans)
+
+    def _pod_ips(self) -> list[str]:
+        if self.run.netns == HOST_NETNS or (
+            self.run.netns is None and self.pod["spec"].get("hostNetwork")
+        ):
+            return ["127.0.0.1"]
+        return _netns_addresses(self.run.netns)
 
     # preparing -----------------------------------------------------------------------------
     def _plan(self, container: Mapping[str, Any]) -> _Plan:
@@ -733,9 +768,7 @@ class _PodTask:
             "spec.nodeName": self.runner.node_name,
             "spec.serviceAccountName": pod["spec"].get("serviceAccountName", "default"),
             "status.hostIP": "127.0.0.1",
-            "status.podIP": next(iter(_netns_addresses(self.run.netns)), "")
-            if self.run.netns
-            else "",
+            "status.podIP": next(iter(self._pod_ips()), ""),
         }
         if field_path in simple:
             return str(simple[field_path])
@@ -770,10 +803,16 @@ class _PodTask:
 
     def _environment(self, container: Mapping[str, Any], sc: Mapping[str, Any]) -> dict[str, str]:
         uid = sc.get("runAsUser", 0)
+        host, port = self.runner.apiserver_host, self.runner.apiserver_port
         env: dict[str, str] = {
             "PATH": CONTAINER_PATH,
             "HOSTNAME": self.name[:63],
             "HOME": "/root" if uid == 0 else "/",
+            # the kubelet always injects the `kubernetes` Service; in-cluster clients use it
+            "KUBERNETES_SERVICE_HOST": host,
+            "KUBERNETES_SERVICE_PORT": str(port),
+            "KUBERNETES_SERVICE_PORT_HTTPS": str(port),
+            "KUBERNETES_PORT": f"tcp://{host}:{port}",
         }
         for source in container.get("envFrom") or []:
             prefix = source.get("prefix", "")
@@ -931,9 +970,9 @@ class _PodTask:
             self.runner._create_mount_point(mount.target, mount.source.is_dir())
         plan.termination_file.write_bytes(b"")
         script = ["set -e"]
-        netns = self.run.netns
+        netns = None if self.run.netns == HOST_NETNS else self.run.netns
         host_network = bool(self.pod["spec"].get("hostNetwork"))
-        isolated = netns is None and not host_network
+        isolated = self.run.netns is None and not host_network
         if isolated:
             script.append("ip link set lo up")
         if netns is not None or isolated:
@@ -1099,7 +1138,10 @@ class _PodTask:
             "hostIP": "127.0.0.1",
             "hostIPs": [{"ip": "127.0.0.1"}],
             "startTime": self.start_time,
-            "conditions": self._conditions(ready=True, terminal=False),
+            "conditions": self._conditions(
+                ready=all(self.statuses.get(p.name, {}).get("ready") for p in plans),
+                terminal=False,
+            ),
             "containerStatuses": [self.statuses[p.name] for p in plans if p.name in self.statuses],
         }
         if pod_ips:
@@ -1197,7 +1239,7 @@ class _PodTask:
 
 def _netns_addresses(netns: str | None) -> list[str]:
     """Global addresses (IPv4 first) of a named network namespace, for status.podIPs."""
-    if not netns:
+    if not netns or netns == HOST_NETNS:
         return []
     try:
         out = subprocess.run(

@@ -14,6 +14,7 @@ import pytest
 from tests.realenv.kubetools import KubeRest
 from tests.realenv.podrunner import (
     DEFAULT_CAPABILITIES,
+    HOST_NETNS,
     TERMINATION_MESSAGE_MAX_BYTES,
     PodRunner,
     capability_set,
@@ -359,3 +360,78 @@ def test_default_service_account_token_is_projected_and_valid(
     user = review["status"]["user"]
     assert user["username"] == f"system:serviceaccount:{ns}:default"
     assert user["extra"]["authentication.kubernetes.io/pod-name"] == ["sa-reader"]
+
+
+IN_CLUSTER = r"""
+import json, os, ssl, urllib.error, urllib.request
+base = "/var/run/secrets/kubernetes.io/serviceaccount/"
+host, port = os.environ["KUBERNETES_SERVICE_HOST"], os.environ["KUBERNETES_SERVICE_PORT"]
+namespace = open(base + "namespace").read()
+request = urllib.request.Request(
+    f"https://{host}:{port}/api/v1/namespaces/{namespace}/pods",
+    headers={"Authorization": "Bearer " + open(base + "token").read()},
+)
+context = ssl.create_default_context(cafile=base + "ca.crt")
+try:
+    urllib.request.urlopen(request, context=context, timeout=5)
+    result = {"status": 200}
+except urllib.error.HTTPError as exc:
+    result = {"status": exc.code, "message": json.loads(exc.read())["message"]}
+open("/dev/termination-log", "w").write(json.dumps(result))
+"""
+
+
+@pytest.mark.slow
+def test_deployment_pod_talks_to_the_apiserver_in_cluster_and_restarts(
+    kube: KubeRest, k8s_namespace: str, pod_runner_factory: Any
+) -> None:
+    """Deployment -> ReplicaSet -> Pod, run in the host network: the in-cluster config
+    (injected KUBERNETES_SERVICE_* + projected token) reaches the real apiserver, whose RBAC
+    denies the `default` ServiceAccount; restartPolicy Always restarts the container."""
+    ns = k8s_namespace
+    pod_runner_factory(namespace=ns, netns_for_pod=lambda pod: HOST_NETNS)
+    deployment = {
+        "metadata": {"name": "incluster"},
+        "spec": {
+            "replicas": 1,
+            "selector": {"matchLabels": {"app": "incluster"}},
+            "template": {
+                "metadata": {"labels": {"app": "incluster"}},
+                "spec": {
+                    "containers": [
+                        {
+                            "name": "c",
+                            "image": "python",
+                            "command": ["python", "-c", IN_CLUSTER],
+                            "securityContext": RESTRICTED,
+                        }
+                    ]
+                },
+            },
+        },
+    }
+    kube.post(f"/apis/apps/v1/namespaces/{ns}/deployments", deployment)
+
+    def restarted() -> dict[str, Any] | None:
+        for pod in kube.get(f"/api/v1/namespaces/{ns}/pods", labelSelector="app=incluster")[
+            "items"
+        ]:
+            for status in pod.get("status", {}).get("containerStatuses") or []:
+                if status["restartCount"] >= 1 and "terminated" in status.get("lastState", {}):
+                    result: dict[str, Any] = status
+                    return result
+        return None
+
+    status = wait_until(restarted, timeout=45, what="a restarted deployment pod")
+    last = status["lastState"]["terminated"]
+    assert last["exitCode"] == 0
+    result = json.loads(last["message"])
+    assert result["status"] == 403
+    assert f"system:serviceaccount:{ns}:default" in result["message"]
+    # deleting the Deployment cascades (GC) down to the running pod, which the runner kills
+    kube.delete(f"/apis/apps/v1/namespaces/{ns}/deployments/incluster")
+    wait_until(
+        lambda: not kube.get(f"/api/v1/namespaces/{ns}/pods")["items"],
+        timeout=45,
+        what="deployment pods gone",
+    )
