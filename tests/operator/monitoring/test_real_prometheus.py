@@ -70,6 +70,7 @@ class ProbeUnderTest:
     target: str
     workdir: Path
     expected_hops: int
+    protocol: str = "icmp"
     state: DetectionState = field(default_factory=DetectionState)
     path_changes: int = 0
     last_change: float | None = None
@@ -106,7 +107,7 @@ class ProbeUnderTest:
             [
                 cli,
                 *("--namespace", self.namespace, "--probe", self.name),
-                *("--pushgateway", self.pushgateway.url),
+                *("--pushgateway", self.pushgateway.url, "--protocol", self.protocol),
                 *("--expected-hops", str(self.expected_hops)),
                 *("--termination-log", str(log), "--timeout", "5"),
                 self.target,
@@ -152,9 +153,15 @@ def label_values_query(query: str) -> tuple[str, str]:
 
 
 def check_dashboard_returns_data(
-    prom: Prometheus, dashboard: dict[str, Any], variables: dict[str, str]
+    prom: Prometheus,
+    dashboard: dict[str, Any],
+    variables: dict[str, str],
+    *,
+    path_changed: bool = True,
 ) -> dict[str, list[dict[str, Any]]]:
-    """Every variable, panel target and annotation query returns data; results by title."""
+    """Every variable, panel target and annotation query returns data; results by title.
+
+    The path-change annotation has data exactly when a path change happened."""
     results: dict[str, list[dict[str, Any]]] = {}
     for variable in dashboard["templating"]["list"]:
         if variable["type"] != "query":
@@ -175,8 +182,10 @@ def check_dashboard_returns_data(
                 empty.append(f"{panel['title']} ({target['refId']}): {expr}")
     for annotation in dashboard["annotations"]["list"]:
         expr = substitute(annotation["expr"], variables)
-        if not run_query(prom, expr, instant=False):
+        has_data = bool(run_query(prom, expr, instant=False))
+        if not has_data and path_changed:
             empty.append(f"annotation {annotation['name']}: {expr}")
+        assert path_changed or not has_data, f"annotation without a path change: {expr}"
     assert not empty, f"{dashboard['uid']}: queries without data:\n" + "\n".join(empty)
     return results
 
@@ -202,6 +211,48 @@ def rules_loaded(prometheus: Prometheus) -> Iterator[list[Path]]:
     prometheus.reload(rule_files=[])
 
 
+def monitored_probe(
+    lab: Lab,
+    pushgateway: Pushgateway,
+    prometheus: Prometheus,
+    rules_loaded: list[Path],
+    workdir: Path,
+    **probe_options: Any,
+) -> ProbeUnderTest:
+    """A probe in the lab whose generated PrometheusRule Prometheus evaluates."""
+    lab.attach_cluster_network("probe")
+    # Runs follow each other within seconds here, not minutes: without this the
+    # routers' ICMP rate limits (6 tokens, 1/s) silence most hops of the next run.
+    for node in lab.topology.nodes:
+        lab.set_icmp_ratelimit(node, ms=0, burst=1000)
+    namespace = f"obs-{uuid.uuid4().hex[:8]}"
+    target = lab.addr("target")
+    probe = ProbeUnderTest(lab, pushgateway, namespace, "web", target, workdir, **probe_options)
+    spec = {
+        "metadata": {"name": probe.name, "namespace": namespace},
+        "spec": {
+            "schedule": "* * * * *",
+            "targets": [target],
+            "expectedHops": probe.expected_hops,
+        },
+    }
+    rule = build_prometheusrule(spec, MonitoringSettings())
+    rule_file = workdir / "rules.yaml"
+    rule_file.write_text(yaml.safe_dump({"groups": rule["spec"]["groups"]}, sort_keys=False))
+    rules_loaded.append(rule_file)
+    prometheus.reload(rule_files=[rule_file])
+    prometheus.wait_for_healthy_targets()
+    return probe
+
+
+def alerts_of(prometheus: Prometheus, namespace: str, name: str) -> list[dict[str, Any]]:
+    return [
+        a
+        for a in prometheus.alerts()
+        if a["labels"]["alertname"] == name and a["labels"].get("namespace") == namespace
+    ]
+
+
 def test_alerts_and_dashboards_on_real_prometheus(
     lab_factory: LabFactory,
     pushgateway: Pushgateway,
@@ -210,29 +261,13 @@ def test_alerts_and_dashboards_on_real_prometheus(
     probe_workdir: Path,
 ) -> None:
     lab = lab_factory(Topology.diamond(a_routers=2, b_routers=3))
-    lab.attach_cluster_network("probe")
-    namespace = f"obs-{uuid.uuid4().hex[:8]}"
-    target = lab.addr("target")
     path_a = lab.truth("probe", "target")
-    probe = ProbeUnderTest(
-        lab, pushgateway, namespace, "web", target, probe_workdir, expected_hops=len(path_a)
+    probe = monitored_probe(
+        lab, pushgateway, prometheus, rules_loaded, probe_workdir, expected_hops=len(path_a)
     )
-    spec = {
-        "metadata": {"name": probe.name, "namespace": namespace},
-        "spec": {"schedule": "* * * * *", "targets": [target], "expectedHops": len(path_a)},
-    }
-    rule = build_prometheusrule(spec, MonitoringSettings())
-    rule_file = probe_workdir / "rules.yaml"
-    rule_file.write_text(yaml.safe_dump({"groups": rule["spec"]["groups"]}, sort_keys=False))
-    rules_loaded.append(rule_file)
-    prometheus.reload(rule_files=[rule_file])
-    prometheus.wait_for_healthy_targets()
+    namespace, target = probe.namespace, probe.target
 
     sel = f'namespace="{namespace}", probe="web"'
-    # Runs follow each other within seconds here, not minutes: without this the
-    # routers' ICMP rate limits (6 tokens, 1/s) silence most hops of the next run.
-    for node in lab.topology.nodes:
-        lab.set_icmp_ratelimit(node, ms=0, burst=1000)
     assert probe.run().targets[0].reached
     # A router on the route goes silent for two runs: a wildcard, not a path change
     lab.silence("a1")
@@ -260,12 +295,7 @@ def test_alerts_and_dashboards_on_real_prometheus(
     silent_rows = [r for r in rows if r["metric"]["ttl"] == str(silent_ttl)]
     assert silent_rows, rows
     assert {(r["metric"]["ip"], float(r["value"][1])) for r in silent_rows} == {("*", 1.0)}
-    assert not [
-        a
-        for a in prometheus.alerts()
-        if a["labels"].get("namespace") == namespace
-        and a["labels"]["alertname"] == "TraceroutePathChanged"
-    ]
+    assert not alerts_of(prometheus, namespace, "TraceroutePathChanged")
 
     # the route flips to the longer branch; the operator confirms it over two runs
     lab.use_path("b")
@@ -281,10 +311,8 @@ def test_alerts_and_dashboards_on_real_prometheus(
     while time.monotonic() < deadline and not firing:
         firing = [
             a
-            for a in prometheus.alerts()
-            if a["labels"]["alertname"] == "TraceroutePathChanged"
-            and a["labels"].get("namespace") == namespace
-            and a["state"] == "firing"
+            for a in alerts_of(prometheus, namespace, "TraceroutePathChanged")
+            if a["state"] == "firing"
         ]
         time.sleep(0.5)
     assert firing, f"TraceroutePathChanged did not fire: {prometheus.alerts()}"
@@ -293,12 +321,7 @@ def test_alerts_and_dashboards_on_real_prometheus(
     assert f"hop count now: {len(path_b)}" in alert["annotations"]["description"]
     assert "Path changes so far: 1" in alert["annotations"]["description"]
     # hops != expectedHops is evaluated too (pending until its `for:` has passed)
-    mismatch = [
-        a
-        for a in prometheus.alerts()
-        if a["labels"]["alertname"] == "TracerouteHopCountChanged"
-        and a["labels"].get("namespace") == namespace
-    ]
+    mismatch = alerts_of(prometheus, namespace, "TracerouteHopCountChanged")
     assert mismatch and mismatch[0]["labels"]["reason"] == "expected_mismatch"
 
     # every query of every panel returns data, on both dashboards
@@ -333,3 +356,59 @@ def test_alerts_and_dashboards_on_real_prometheus(
     # (ALERTS/ALERTS_FOR_STATE carry the labels too: Prometheus' own, not pushed)
     pushed = f'{{__name__=~"traceroute_.+|push_time_seconds|push_failure_time_seconds", {sel}}}'
     prometheus.wait_for(f"count({pushed})", lambda r: not r, timeout=30)
+
+
+def test_ecmp_branches_show_in_the_graph_and_fire_nothing(
+    lab_factory: LabFactory,
+    pushgateway: Pushgateway,
+    prometheus: Prometheus,
+    rules_loaded: list[Path],
+    probe_workdir: Path,
+) -> None:
+    """Two equal-cost branches: the Paris flows (UDP, hashed on ports) spread over both.
+    The table has one row per flow, the node graph both branches, and nothing fires."""
+    lab = lab_factory(Topology.ecmp(branches=2))
+    branches = lab.truth_paths("probe", "target")
+    assert len(branches) == 2
+    fork = next(i for i, (a, b) in enumerate(zip(*branches, strict=True)) if a != b)
+    probe = monitored_probe(
+        lab,
+        pushgateway,
+        prometheus,
+        rules_loaded,
+        probe_workdir,
+        expected_hops=len(branches[0]),
+        protocol="udp",
+    )
+    for _ in range(CONFIRM_RUNS + 1):
+        (traced,) = probe.run().targets
+        assert traced.reached and traced.path is not None
+        assert traced.path[fork] == {branches[0][fork], branches[1][fork]}, traced.path
+    assert probe.path_changes == 0
+
+    sel = f'namespace="{probe.namespace}", probe="web"'
+    prometheus.wait_for(f"traceroute_path_changes_total{{{sel}}} == 0", timeout=30)
+    variables = {
+        "datasource": "prom",
+        "namespace": probe.namespace,
+        "probe": "web",
+        "target": probe.target,
+    }
+    drill = check_dashboard_returns_data(
+        prometheus, build_dashboards()["traceroute-probe"], variables, path_changed=False
+    )
+    at_fork = {
+        (row["metric"]["flow"], row["metric"]["ip"])
+        for row in drill["Hops (latest run)/D"]
+        if row["metric"]["ttl"] == str(fork + 1)
+    }
+    assert {ip for _, ip in at_fork} == {branches[0][fork], branches[1][fork]}
+    assert len(at_fork) == len({flow for flow, _ in at_fork}), "one address per flow"
+    edges = {(r["metric"]["source"], r["metric"]["target"]) for r in drill["Path/edges"]}
+    before_fork = branches[0][fork - 1] if fork else "origin"
+    assert {(before_fork, branches[0][fork]), (before_fork, branches[1][fork])} <= edges
+    # Prometheus evaluated the rules over these runs: nothing fired or is pending
+    time.sleep(3)
+    for name in ("TraceroutePathChanged", "TracerouteHopCountChanged"):
+        assert not alerts_of(prometheus, probe.namespace, name)
+    delete_groups(PushgatewayEndpoint(pushgateway.url), probe.namespace, "web")
