@@ -71,6 +71,7 @@ class ProbeUnderTest:
     workdir: Path
     expected_hops: int
     protocol: str = "icmp"
+    flows: int = 3
     state: DetectionState = field(default_factory=DetectionState)
     path_changes: int = 0
     last_change: float | None = None
@@ -108,6 +109,7 @@ class ProbeUnderTest:
                 cli,
                 *("--namespace", self.namespace, "--probe", self.name),
                 *("--pushgateway", self.pushgateway.url, "--protocol", self.protocol),
+                *("--flows", str(self.flows)),
                 *("--expected-hops", str(self.expected_hops)),
                 *("--termination-log", str(log), "--timeout", "5"),
                 self.target,
@@ -366,7 +368,10 @@ def test_ecmp_branches_show_in_the_graph_and_fire_nothing(
     probe_workdir: Path,
 ) -> None:
     """Two equal-cost branches: the Paris flows (UDP, hashed on ports) spread over both.
-    The table has one row per flow, the node graph both branches, and nothing fires."""
+    The table has one row per flow, the node graph both branches, and nothing fires.
+
+    The kernel's multipath hash has a random seed per lab: with 16 flows the chance
+    that all land on one branch is 2 in 65536."""
     lab = lab_factory(Topology.ecmp(branches=2))
     branches = lab.truth_paths("probe", "target")
     assert len(branches) == 2
@@ -379,6 +384,7 @@ def test_ecmp_branches_show_in_the_graph_and_fire_nothing(
         probe_workdir,
         expected_hops=len(branches[0]),
         protocol="udp",
+        flows=16,
     )
     for _ in range(CONFIRM_RUNS + 1):
         (traced,) = probe.run().targets
