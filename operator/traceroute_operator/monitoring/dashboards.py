@@ -7,6 +7,7 @@ annotation fields (``titleFormat``, ``useValueForTime``, ...) and nothing else.
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Sequence
 from typing import Any
@@ -669,9 +670,15 @@ def build_dashboards() -> dict[str, dict[str, Any]]:
     return {OVERVIEW_UID: build_overview_dashboard(), PROBE_UID: build_probe_dashboard()}
 
 
+@functools.lru_cache(maxsize=1)
+def _dashboard_texts() -> dict[str, str]:
+    # the dashboards do not depend on the settings; the operator asks on every reconcile
+    return {uid: json.dumps(d, indent=2, sort_keys=True) for uid, d in build_dashboards().items()}
+
+
 def build_dashboard_configmaps(settings: MonitoringSettings) -> list[dict[str, Any]]:
     """ConfigMaps holding both dashboards, labelled for the Grafana sidecar."""
-    dashboards = build_dashboards()
+    texts = _dashboard_texts()
     maps = []
     for name, uid in ((OVERVIEW_CONFIGMAP, OVERVIEW_UID), (PROBE_CONFIGMAP, PROBE_UID)):
         metadata: dict[str, Any] = {
@@ -691,7 +698,7 @@ def build_dashboard_configmaps(settings: MonitoringSettings) -> list[dict[str, A
                 "apiVersion": "v1",
                 "kind": "ConfigMap",
                 "metadata": metadata,
-                "data": {f"{uid}.json": json.dumps(dashboards[uid], indent=2, sort_keys=True)},
+                "data": {f"{uid}.json": texts[uid]},
             }
         )
     return maps

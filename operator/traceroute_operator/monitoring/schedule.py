@@ -12,6 +12,7 @@ restricted.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import itertools
 import re
 from dataclasses import dataclass
@@ -51,6 +52,8 @@ class _Field:
     star: bool  # "*" or "?" without a step: matters for the day-of-month/week rule
 
 
+# Many probes share a schedule and the operator rebuilds rules on every reconcile.
+@functools.lru_cache(maxsize=1024)
 def max_interval_seconds(schedule: str) -> float:
     """The longest time between two consecutive runs of ``schedule``, in seconds."""
     text = " ".join(schedule.split())

@@ -7,15 +7,15 @@ promtool evaluates them exactly as Prometheus would, annotation templates includ
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import pytest
 import yaml
 from traceroute_operator.monitoring import MonitoringSettings, build_prometheusrule
+
+from tests.realenv.promstack import promtool_path
 
 NS = "team-a"
 PROBE = "web"
@@ -27,8 +27,6 @@ PROBE_SPEC = {
     "metadata": {"name": PROBE, "namespace": NS, "uid": "0d6f6c1e-1111-2222-3333-444455556666"},
     "spec": {"schedule": "*/5 * * * *", "targets": ["db.example", "10.9.8.7"]},
 }
-
-pytestmark = pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool missing")
 
 
 def sel(target: str | None, job: str = "traceroute", **extra: str) -> dict[str, str]:
@@ -89,7 +87,7 @@ def run_promtool(tmp_path: Path, tests: list[dict[str, Any]]) -> subprocess.Comp
         )
     )
     check = subprocess.run(
-        ["promtool", "check", "rules", str(rules_file)],
+        [promtool_path(), "check", "rules", str(rules_file)],
         capture_output=True,
         text=True,
         timeout=60,
@@ -97,7 +95,7 @@ def run_promtool(tmp_path: Path, tests: list[dict[str, Any]]) -> subprocess.Comp
     )
     assert check.returncode == 0, check.stdout + check.stderr
     return subprocess.run(
-        ["promtool", "test", "rules", str(test_file)],
+        [promtool_path(), "test", "rules", str(test_file)],
         capture_output=True,
         text=True,
         timeout=120,

@@ -18,10 +18,6 @@ from traceroute_operator.monitoring.schedule import ScheduleError
 
 from tests.operator.monitoring import crdschema
 
-needs_crds = pytest.mark.skipif(
-    crdschema.crd_dir() is None, reason="prometheus-operator CRDs not generated (make env)"
-)
-
 PROBE: dict[str, Any] = {
     "apiVersion": "traceroute.dev/v1alpha1",
     "kind": "TracerouteProbe",
@@ -34,7 +30,6 @@ PROBE: dict[str, Any] = {
 }
 
 
-@needs_crds
 def test_servicemonitor_is_valid_and_honours_labels() -> None:
     settings = MonitoringSettings(
         servicemonitor_labels={"release": "kube-prometheus-stack"},
@@ -53,7 +48,6 @@ def test_servicemonitor_is_valid_and_honours_labels() -> None:
     assert endpoint["metricRelabelings"][0]["action"] == "keep"
 
 
-@needs_crds
 def test_servicemonitor_without_job_filter_is_valid() -> None:
     sm = build_pushgateway_servicemonitor(
         MonitoringSettings(servicemonitor_keep_only_traceroute_jobs=False, scrape_interval="1m")
@@ -63,7 +57,6 @@ def test_servicemonitor_without_job_filter_is_valid() -> None:
     assert sm["spec"]["endpoints"][0]["interval"] == "1m"
 
 
-@needs_crds
 def test_schema_check_rejects_a_broken_object() -> None:
     """The offline validation has teeth: a wrong type or a bad duration is refused."""
     sm = build_pushgateway_servicemonitor(MonitoringSettings())
@@ -78,7 +71,6 @@ def test_schema_check_rejects_a_broken_object() -> None:
         crdschema.validate(broken_rule)
 
 
-@needs_crds
 @pytest.mark.parametrize(
     "schedule", ["*/5 * * * *", "0 * * * *", "@daily", "0 9 * * 1-5", "*/1 * * * *", "@every 90s"]
 )
