@@ -1,19 +1,22 @@
 """The paced wave: all TTLs and a few fixed Paris flows of every target at once.
 
 Scheduling rules (see DESIGN.md "The probe"):
-- attempt 0 of every (flow, TTL) goes out in one wave, TTL window first ``initial_window``
-  TTLs, widened as replies come back; TTLs beyond the destination are never released
-  once the destination answered;
-- further attempts for a (flow, TTL) follow its previous attempt: after a reply up to
-  ``probes_per_hop`` samples, after a silence one retry (two silences end that flow/TTL);
-- routers rate-limit ICMP errors per source (Linux: burst 6, then 1/s): every responder
-  gets a token bucket model fed by the probes attributed to it, and extra probes to a
-  responder wait for a token instead of turning into false loss. Extra samples that
-  would need such a wait are dropped when the run is otherwise complete;
+- every (flow, TTL) of the first ``initial_window`` TTLs gets as many attempts at once as
+  fit in one router's ICMP burst when all flows reach the same router (Linux: 6, so 2
+  attempts for 3 flows); the window widens as replies come back and never goes past
+  the destination once it answered. First attempts of all TTLs are sent before second
+  ones, under one token bucket for the whole run (``pps``, burst ``pps/4``);
+- completion waits for the first attempt of every (flow, TTL) and for one retry of a
+  silent one; later attempts only add samples if they are back before the end
+  (probes still in flight at the end count neither as reply nor as loss);
+- more samples (up to ``probes_per_hop``) go to a responder only while its modelled
+  token bucket (burst 6, 1/s per source, fed by every probe attributed to it, across
+  targets) has a token, so that pacing, not the router, decides: no false loss;
 - a silent probe is settled once a later TTL answered and ``settle_factor`` times that
   RTT passed (or, with no later answer, a multiple of the largest RTT seen);
-- without the destination: stop ``gap_limit`` silent TTLs after the last responder;
-- a hard deadline ends everything; the result is complete whatever happened.
+- the run finishes as soon as the destination answered every flow and all lower TTLs
+  are settled; without the destination, ``gap_limit`` silent TTLs after the last
+  responder end it; a hard deadline ends everything. The result is always complete.
 """
 
 from __future__ import annotations
@@ -90,7 +93,7 @@ class _Probe:
     flow: int
     ttl: int
     attempt: int
-    awaited: bool  # completion waits for it (first wave and retries), extras are not
+    awaited: bool  # completion waits for it (first attempts and retries), others not
     retry: bool = False
     sent_ns: int = 0
     settled: bool = False
@@ -235,7 +238,7 @@ class _Wave:
         self.shared: dict[tuple[str, int], ProbeSocket] = {}  # (kind, family) -> socket
         self.routes: dict[tuple[object, ...], tuple[_TargetState, int]] = {}
         self.outstanding: dict[tuple[int, int, int, int], _Probe] = {}
-        # ttl, order, target, flow, attempt, awaited, retry: low TTLs and first attempts first
+        # order, ttl, target, flow, attempt, awaited, retry: first attempts and low TTLs first
         self.queue: list[tuple[int, int, int, int, int, int, int]] = []
         self.tokens = _TokenModel(opts.ratelimit_burst, opts.ratelimit_interval)
         self.pps_tokens = max(1.0, opts.pps / 4.0)
@@ -390,10 +393,12 @@ class _Wave:
         cell.queued += 1
         if awaited:
             cell.queued_awaited += 1
+        # First attempts of every TTL go before second attempts: the path (and the
+        # destination) is found at the earliest; retries of silences count as first.
         order = attempt if not retry else 0
         heapq.heappush(
             self.queue,
-            (ttl, order, target.index, flow, attempt, int(awaited), int(retry)),
+            (order, ttl, target.index, flow, attempt, int(awaited), int(retry)),
         )
 
     def _release(self, now_ns: int) -> int | None:
@@ -410,8 +415,11 @@ class _Wave:
                 for flow in range(len(target.flows)):
                     cell = target.cell(flow, ttl)
                     if cell.first_wave_released < first_wave:
+                        # Only the first attempt is waited for; the others add samples
+                        # when they are back before the run ends.
+                        awaited = cell.first_wave_released == 0
                         cell.first_wave_released += 1
-                        self._queue(target, flow, ttl, awaited=True, retry=False)
+                        self._queue(target, flow, ttl, awaited=awaited, retry=False)
                         continue
                     if cell.queued or not cell.awaited_settled:
                         continue
@@ -447,7 +455,7 @@ class _Wave:
             )
         self.pps_last_ns = now_ns
         while self.queue and self.pps_tokens >= 1.0:
-            ttl, _order, target_index, flow, attempt, awaited, retry = heapq.heappop(self.queue)
+            _order, ttl, target_index, flow, attempt, awaited, retry = heapq.heappop(self.queue)
             target = self.targets[target_index]
             cell = target.cell(flow, ttl)
             cell.queued -= 1
@@ -696,6 +704,10 @@ class _Wave:
             for ttl in range(1, limit + 1):
                 for flow in range(len(target.flows)):
                     cell = target.cells.get((flow, ttl))
+                    if ttl == target.dest_ttl and cell is not None and cell.answered:
+                        # The destination answered this flow: finish now; its probes still
+                        # in flight count neither as replies nor as loss.
+                        continue
                     if (
                         cell is None
                         or cell.first_wave_released < first_wave

@@ -164,22 +164,23 @@ def test_termination_message_for_many_targets(chain: Lab, tmp_path: Path) -> Non
 def test_strict_router_rate_limits_cause_no_false_loss() -> None:
     _require_root()
     with Lab(Topology.chain(routers=4)) as lab:
-        # Per-source bucket: 6 Time Exceeded, then one per 2 s (Linux default is 1 s).
+        # Per-source bucket as Linux ships it: 6 Time Exceeded, then one per second.
         # The namespace-wide bucket stays at its default: since Linux 6.11 it charges a
         # random 0-2 credits per message, so a tiny global burst drops at random.
         for node in ("r1", "r2", "r3", "r4"):
-            lab.set_icmp_ratelimit(node, ms=2000, burst=50)
+            lab.set_icmp_ratelimit(node, ms=1000, burst=50)
         truth = lab.truth("probe", "target")
+        # The limit is real: 9 simultaneous probes per hop (traceroute -q 9) lose some.
+        naive = lab.run("probe", ["traceroute", "-n", "-q", "9", "-N", "64", lab.addr("target")])
+        router_lines = naive.stdout.splitlines()[1 : len(truth)]
+        assert any("*" in line for line in router_lines), naive.stdout
+        time.sleep(6.5)  # buckets full again
         proc, doc = trace(lab, lab.addr("target"), user=NOBODY)
         assert proc.returncode == 0
         assert path_of(doc) == [[hop] for hop in truth]
         for hop in doc["hops"]:
             assert hop["replies"] == hop["sent"], hop
             assert hop["rate_limited"] is False
-        # The limit is real: a second run right away finds the routers' budget spent.
-        _, again = trace(lab, lab.addr("target"), user=NOBODY)
-        routers = again["hops"][:-1]
-        assert any(h["replies"] < h["sent"] for h in routers)
 
 
 def test_route_flip_between_runs() -> None:
@@ -282,10 +283,10 @@ def test_pushgateway_down_exit_5_result_and_message_still_written(tmp_path: Path
             lab.addr("target"),
         )
         elapsed = time.monotonic() - started
-    assert proc.returncode == 5
+    assert proc.returncode == 5, proc.stderr
     assert doc["reached"] is True  # the trace itself is complete and printed
     lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and "push" in lines[0] and "refused" in lines[0].lower()
+    assert len(lines) == 1 and "push" in lines[0] and "refused" in lines[0].lower(), lines
     message = json.loads(log.read_text())
     assert message["code"] == 5 and message["t"][0]["r"] is True
     assert any(e.startswith("push:") for e in message["err"])
