@@ -6,6 +6,8 @@
 Generated:
 - charts/traceroute-operator/crds/tracerouteprobes.yaml: a byte copy of
   crds/tracerouteprobes.yaml (the single source; Helm cannot read files outside the chart).
+- charts/traceroute-operator/files/operator-rbac.yaml: a byte copy of the operator's
+  data/rbac.yaml, the rules the chart's (Cluster)Roles grant.
 - charts/traceroute-operator/values.schema.json: the chart's own keys written out below;
   the Kubernetes types a user passes through (resources, affinity, tolerations, env) are
   the upstream strict schemas of kubernetes-validate, so every object, also deep inside
@@ -30,6 +32,10 @@ ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "traceroute-operator"
 CRD_SOURCE = ROOT / "crds" / "tracerouteprobes.yaml"
 CRD_COPY = CHART / "crds" / "tracerouteprobes.yaml"
+# What the operator does, as RBAC rules: written by the operator's authors next to its code
+# (and used by its own tests), granted by the chart.
+RBAC_SOURCE = ROOT / "operator" / "traceroute_operator" / "data" / "rbac.yaml"
+RBAC_COPY = CHART / "files" / "operator-rbac.yaml"
 SCHEMA = CHART / "values.schema.json"
 VALUES = CHART / "values.yaml"
 README = CHART / "README.md"
@@ -149,8 +155,7 @@ def chart_schema() -> dict[str, Any]:
                 "uniqueItems": True,
                 "items": string(DNS_LABEL),
             },
-            "logLevel": {"enum": ["debug", "info", "warning", "error"]},
-            "logFormat": {"enum": ["json", "plain"]},
+            "verbose": boolean(),
             "livenessPort": port(),
             "livenessProbe": obj(
                 {
@@ -491,8 +496,9 @@ def expected_files() -> dict[Path, bytes]:
         SCHEMA: (json.dumps(build_schema(values_text), indent=2) + "\n").encode(),
         README: readme_with_table(README.read_text(), values_text).encode(),
     }
-    if CRD_SOURCE.exists():
-        files[CRD_COPY] = CRD_SOURCE.read_bytes()
+    for source, copy in ((CRD_SOURCE, CRD_COPY), (RBAC_SOURCE, RBAC_COPY)):
+        if source.exists():
+            files[copy] = source.read_bytes()
     return files
 
 

@@ -16,7 +16,7 @@ import yaml
 from traceroute_operator.config import ENV_REFERENCE, OperatorConfig
 from traceroute_operator.monitoring.settings import env_reference
 
-from tests.charts.chartgen import CHART, CRD_SOURCE
+from tests.charts.chartgen import CHART, CRD_SOURCE, RBAC_SOURCE
 from tests.charts.charttools import (
     CI_VALUES,
     RELEASE_NAMESPACE,
@@ -120,6 +120,9 @@ def test_operator_configuration_follows_the_values() -> None:
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
     assert ports["healthz"] == 9801 and ports["metrics"] == 9802
     assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "healthz"}
+    assert container["args"] == ["run"]
+    verbose = operator_deployment(render(set_values={"operator.verbose": "true"}))
+    assert verbose["spec"]["template"]["spec"]["containers"][0]["args"] == ["run", "--verbose"]
 
 
 def test_external_pushgateway_with_tls_and_basic_auth() -> None:
@@ -225,7 +228,7 @@ def test_cluster_rbac_by_default() -> None:
     rules = _rules(role)
     assert ("batch", "cronjobs", "create") in rules
     assert ("traceroute.dev", "tracerouteprobes/status", "patch") in rules
-    assert ("", "pods", "list") in rules and ("", "pods", "delete") not in rules
+    assert ("", "pods", "watch") in rules and ("", "pods", "delete") not in rules
     assert {verb for _, resource, verb in rules if resource == "secrets"} == {"get"}
     assert not any(verb in ("*", "escalate", "bind", "impersonate") for *_, verb in rules)
     binding = one(docs, "ClusterRoleBinding")
@@ -236,6 +239,35 @@ def test_cluster_rbac_by_default() -> None:
             "namespace": RELEASE_NAMESPACE,
         }
     ]
+
+
+def _operator_roles() -> dict[str, dict[str, Any]]:
+    return {r["metadata"]["name"]: r for r in yaml.safe_load_all(RBAC_SOURCE.read_text()) if r}
+
+
+@pytest.mark.parametrize("values", CI_VALUES, ids=CI_IDS)
+def test_chart_grants_exactly_the_operators_rules(values: Path) -> None:
+    settings = load_values(values)
+    monitoring = settings.get("monitoring", {})
+    rules_off = not monitoring.get("prometheusRule", {}).get("enabled", True)
+    expected = _operator_roles()
+    docs = render([values])
+    roles = by_kind(docs, "ClusterRole") + by_kind(docs, "Role")
+    for role in roles:
+        name = role["metadata"]["name"]
+        if name.endswith("-servicemonitors"):
+            source = expected["traceroute-operator-servicemonitors"]
+        elif name.endswith("-dashboards"):
+            source = expected["traceroute-operator-dashboards"]
+        else:
+            source = expected["traceroute-operator-probes"]
+        wanted = _rules(source)
+        if rules_off:
+            wanted = {r for r in wanted if r[1] != "prometheusrules"}
+        assert _rules(role) == wanted, name
+    kinds = {r["metadata"]["name"].rsplit("-", 1)[-1] for r in roles}
+    assert ("servicemonitors" in kinds) == monitoring.get("serviceMonitor", {}).get("enabled", True)
+    assert ("dashboards" in kinds) == monitoring.get("dashboards", {}).get("enabled", True)
 
 
 def test_namespaced_rbac_has_no_cluster_wide_permission() -> None:

@@ -19,6 +19,13 @@ def test_chart_crd_is_a_copy_of_the_single_source() -> None:
     )
 
 
+def test_chart_rbac_rules_are_a_copy_of_the_operators_own() -> None:
+    assert chartgen.RBAC_COPY.read_bytes() == chartgen.RBAC_SOURCE.read_bytes(), (
+        "charts/traceroute-operator/files/operator-rbac.yaml differs from "
+        "operator/traceroute_operator/data/rbac.yaml: run `make chart`"
+    )
+
+
 def test_generated_files_are_current() -> None:
     stale = [str(path.relative_to(chartgen.ROOT)) for path in chartgen.stale_files()]
     assert stale == [], f"stale generated files {stale}: run `make chart`"
