@@ -335,7 +335,34 @@ def _main(argv: Sequence[str] | None) -> int:
         _stderr(line)
     if problem:
         _stderr(problem)
+    if args.format == "table" and not sys.stderr.isatty():
+        print(_log_line(run), file=sys.stderr, flush=True)
     return run.exit_code
+
+
+def _log_line(run: RunResult) -> str:
+    """One structured line for log pipelines (the table is for people)."""
+    return json.dumps(
+        {
+            "ts": round(run.started, 3),
+            "level": "info" if run.exit_code == EXIT_OK else "error",
+            "msg": "traceroute run finished",
+            "code": run.exit_code,
+            "duration_seconds": round(run.duration_seconds, 3),
+            "targets": [
+                {
+                    "target": t.target,
+                    "address": t.address,
+                    "reached": t.reached,
+                    "hops": t.hop_count,
+                    "fingerprint": t.path_fingerprint,
+                }
+                for t in run.targets
+            ],
+            "errors": run.errors,
+        },
+        separators=(",", ":"),
+    )
 
 
 if __name__ == "__main__":  # pragma: no cover
