@@ -12,9 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -23,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 import yaml
 
 from tests.charts.argocd_health import argocd_health
@@ -32,14 +31,14 @@ from tests.charts.charttools import (
     EXAMPLES,
     load_values,
     operator_deployment,
-    operator_environment,
     render_text,
 )
 from tests.realenv.cluster_fixtures import RESTRICTED_LABELS
 from tests.realenv.controlplane import ControlPlane
 from tests.realenv.kubetools import KubeError, KubeRest, helm, kubectl
+from tests.realenv.podrunner import HOST_NETNS, PodRunner
 from tests.realenv.promstack import Pushgateway
-from tests.realenv.runtime import CACHE, wait_until
+from tests.realenv.runtime import CACHE, free_port, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -274,63 +273,7 @@ def test_a_broken_example_is_refused_naming_the_field(
     assert "spec.port" in result.stderr
 
 
-# --- the operator with the chart's RBAC --------------------------------------------------------
-
-
-class OperatorProcess:
-    """The operator as the chart's Deployment runs it: its env, its args, the SA's token."""
-
-    def __init__(self, env: dict[str, str], args: list[str], kubeconfig: Path, log: Path) -> None:
-        self.env, self.args, self.kubeconfig, self.log = env, args, kubeconfig, log
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        env = {
-            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-            **self.env,
-            "KUBECONFIG": str(self.kubeconfig),
-        }
-        executable = Path(sys.executable).parent / "traceroute-operator"
-        with self.log.open("ab") as log:
-            self.proc = subprocess.Popen(
-                [str(executable), *self.args], env=env, stdout=log, stderr=subprocess.STDOUT
-            )
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
-        self.proc = None
-
-    def log_tail(self) -> str:
-        return self.log.read_text(errors="replace")[-4000:]
-
-
-@contextlib.contextmanager
-def running_operator(
-    release: Release, pushgateway: Pushgateway, log: Path
-) -> Iterator[OperatorProcess]:
-    manifest = release.manifest()
-    deployment = operator_deployment(manifest)
-    container = deployment["spec"]["template"]["spec"]["containers"][0]
-    env = operator_environment(manifest, release.namespace)
-    # No cluster DNS here: the Pushgateway Service name resolves to the session's
-    # Pushgateway process. Ports 0: several operators may run on one host.
-    env["TRACEROUTE_PUSHGATEWAY_URL"] = pushgateway.url
-    env["TRACEROUTE_METRICS_PORT"] = "0"
-    env["TRACEROUTE_LIVENESS_ENDPOINT"] = ""
-    account = deployment["spec"]["template"]["spec"]["serviceAccountName"]
-    kubeconfig = release.cluster.service_account_kubeconfig(release.namespace, account)
-    operator = OperatorProcess(env, list(container.get("args", [])), kubeconfig, log)
-    operator.start()
-    try:
-        yield operator
-    finally:
-        operator.stop()
+# --- the operator pod of the installed Deployment --------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -339,7 +282,7 @@ class OperatorEnv:
     kube: KubeRest
     install: Any  # release_factory
     pushgateway: Pushgateway
-    log_dir: Path
+    pod_runners: Any  # pod_runner_factory
 
 
 @pytest.fixture
@@ -348,9 +291,96 @@ def env(
     kube: KubeRest,
     release_factory: Any,
     pushgateway: Pushgateway,
-    tmp_path: Path,
+    pod_runner_factory: Any,
 ) -> OperatorEnv:
-    return OperatorEnv(cluster, kube, release_factory, pushgateway, tmp_path)
+    return OperatorEnv(cluster, kube, release_factory, pushgateway, pod_runner_factory)
+
+
+@dataclass
+class OperatorPod:
+    """The operator as the installed chart runs it: Deployment -> ReplicaSet -> Pod, the pod
+    started by the pod runner with the chart's env, securityContext and volumes, and the
+    ServiceAccount token the apiserver projects into it (in-cluster config)."""
+
+    release: Release
+    runner: PodRunner
+    liveness_port: int
+    metrics_port: int
+
+    @property
+    def deployment_path(self) -> str:
+        name = operator_deployment(self.release.manifest())["metadata"]["name"]
+        return f"/apis/apps/v1/namespaces/{self.release.namespace}/deployments/{name}"
+
+    def running_pods(self, kube: KubeRest) -> list[dict[str, Any]]:
+        pods = kube.get(
+            f"/api/v1/namespaces/{self.release.namespace}/pods",
+            labelSelector="app.kubernetes.io/component=operator",
+        )["items"]
+        return [
+            p
+            for p in pods
+            if p["status"].get("phase") == "Running" and not p["metadata"].get("deletionTimestamp")
+        ]
+
+    def logs(self) -> str:
+        assert self.runner.rundir is not None
+        return "\n".join(
+            path.read_text(errors="replace")[-3000:]
+            for path in sorted(self.runner.rundir.path.rglob("output.log"))
+        )
+
+    def wait_serving(self, kube: KubeRest) -> None:
+        """One operator pod running, its liveness endpoint answering where the kubelet asks."""
+        wait_until(lambda: len(self.running_pods(kube)) == 1, timeout=60, what="operator pod")
+        session = requests.Session()
+        session.trust_env = False
+        healthz = f"http://127.0.0.1:{self.liveness_port}/healthz"
+        try:
+            wait_until(
+                lambda: session.get(healthz, timeout=2).status_code == 200,
+                timeout=60,
+                what=f"operator liveness {healthz}",
+            )
+        except TimeoutError:
+            print(self.logs())
+            raise
+        metrics = session.get(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5)
+        assert "traceroute_operator_reconciles_total" in metrics.text
+
+    def scale(self, kube: KubeRest, replicas: int) -> None:
+        kube.merge_patch(self.deployment_path, {"spec": {"replicas": replicas}})
+        if replicas == 0:
+            wait_until(lambda: not self.running_pods(kube), timeout=60, what="operator gone")
+        else:
+            self.wait_serving(kube)
+
+
+def install_operator(env: OperatorEnv, values_file: Path) -> OperatorPod:
+    """Install the chart and let the pod runner run the operator pod in the host's network
+    namespace (the apiserver is on loopback). Differences from a cluster, all by values:
+    no cluster DNS, so the Pushgateway is the session's, given as an external URL; free ports,
+    as other operators may run on this host."""
+    liveness_port, metrics_port = free_port(), free_port()
+    release: Release = env.install(
+        values_file,
+        "--set",
+        "pushgateway.enabled=false",
+        "--set",
+        f"pushgateway.url={env.pushgateway.url}",
+        "--set",
+        f"operator.livenessPort={liveness_port}",
+        "--set",
+        f"metrics.port={metrics_port}",
+    )
+    runner = env.pod_runners(
+        namespace=release.namespace,
+        label_selector="app.kubernetes.io/component=operator",
+        netns_for_pod=lambda pod: HOST_NETNS,
+    )
+    operator = OperatorPod(release, runner, liveness_port, metrics_port)
+    operator.wait_serving(env.kube)
+    return operator
 
 
 def _probe_manifest(name: str) -> dict[str, Any]:
@@ -358,17 +388,12 @@ def _probe_manifest(name: str) -> dict[str, Any]:
         next(p for p in EXAMPLES if p.stem == "single-target").read_text()
     )
     probe["metadata"]["name"] = name
-    probe["spec"]["targets"] = ["192.0.2.1"]  # never traced: no pod runner in these tests
+    probe["spec"]["targets"] = ["192.0.2.1"]  # never traced: no pod runner for probe pods here
     return probe
 
 
-def _wait_ready(
-    kube: KubeRest, namespace: str, name: str, operator: OperatorProcess
-) -> dict[str, Any]:
-    path = f"/apis/traceroute.dev/v1alpha1/namespaces/{namespace}/tracerouteprobes/{name}"
-
+def _wait_ready(kube: KubeRest, path: str, operator: OperatorPod) -> dict[str, Any]:
     def ready() -> dict[str, Any] | None:
-        assert operator.proc is not None and operator.proc.poll() is None, operator.log_tail()
         obj = kube.get(path)
         status = obj.get("status") or {}
         conditions = {c["type"]: c["status"] for c in status.get("conditions", [])}
@@ -380,52 +405,11 @@ def _wait_ready(
         return None
 
     try:
-        found: dict[str, Any] = wait_until(
-            ready, timeout=60, what=f"TracerouteProbe {namespace}/{name} Ready"
-        )
+        found: dict[str, Any] = wait_until(ready, timeout=60, what=f"{path} Ready")
         return found
-    except Exception:
-        print(operator.log_tail())
+    except TimeoutError:
+        print(operator.logs())
         raise
-
-
-def test_operator_runs_with_the_installed_service_account(
-    env: OperatorEnv, k8s_namespace: str
-) -> None:
-    kube, pushgateway = env.kube, env.pushgateway
-    release_factory, tmp_path = env.install, env.log_dir
-    values_file = next(p for p in CI_VALUES if p.name == "default-values.yaml")
-    release = release_factory(values_file)
-    base = f"/apis/traceroute.dev/v1alpha1/namespaces/{k8s_namespace}/tracerouteprobes"
-    with running_operator(release, pushgateway, tmp_path / "operator.log") as operator:
-        kube.post(base, _probe_manifest("web"))
-        probe = _wait_ready(kube, k8s_namespace, "web", operator)
-        cronjob_name = probe["status"]["cronJobName"]
-        cronjob = kube.get(f"/apis/batch/v1/namespaces/{k8s_namespace}/cronjobs/{cronjob_name}")
-        assert cronjob["spec"]["schedule"] == "*/5 * * * *"
-        assert cronjob["metadata"]["ownerReferences"][0]["name"] == "web"
-        assert argocd_health(probe).status == "Healthy"
-        # the generated monitoring objects, written with the chart's RBAC
-        rules = kube.get(
-            f"/apis/monitoring.coreos.com/v1/namespaces/{k8s_namespace}/prometheusrules"
-        )
-        assert rules["items"], operator.log_tail()
-
-    # operator down: a spec change is not acted on, Argo CD sees Progressing on the real object
-    kube.merge_patch(f"{base}/web", {"spec": {"schedule": "*/7 * * * *"}})
-    stale = kube.get(f"{base}/web")
-    assert stale["metadata"]["generation"] > stale["status"]["observedGeneration"]
-    assert argocd_health(stale).status == "Progressing"
-
-    with running_operator(release, pushgateway, tmp_path / "operator.log") as operator:
-        probe = _wait_ready(kube, k8s_namespace, "web", operator)
-        assert argocd_health(probe).status == "Healthy"
-        cronjob = kube.get(f"/apis/batch/v1/namespaces/{k8s_namespace}/cronjobs/{cronjob_name}")
-        assert cronjob["spec"]["schedule"] == "*/7 * * * *"
-        kube.delete(f"{base}/web")
-        wait_until(
-            lambda: _gone(kube, f"{base}/web"), timeout=60, what="probe deleted (finalizer done)"
-        )
 
 
 def _gone(kube: KubeRest, path: str) -> bool:
@@ -434,6 +418,59 @@ def _gone(kube: KubeRest, path: str) -> bool:
     except KubeError as exc:
         return exc.status == 404
     return False
+
+
+def test_installed_chart_runs_the_operator(env: OperatorEnv, k8s_namespace: str) -> None:
+    kube, pushgateway = env.kube, env.pushgateway
+    values_file = next(p for p in CI_VALUES if p.name == "default-values.yaml")
+    operator = install_operator(env, values_file)
+    release_ns = operator.release.namespace
+    probes = f"/apis/traceroute.dev/v1alpha1/namespaces/{k8s_namespace}/tracerouteprobes"
+
+    kube.post(probes, _probe_manifest("web"))
+    probe = _wait_ready(kube, f"{probes}/web", operator)
+    cronjob_path = f"/apis/batch/v1/namespaces/{k8s_namespace}/cronjobs/"
+    cronjob_path += probe["status"]["cronJobName"]
+    cronjob = kube.get(cronjob_path)
+    assert cronjob["spec"]["schedule"] == "*/5 * * * *"
+    assert cronjob["metadata"]["ownerReferences"][0]["name"] == "web"
+    assert argocd_health(probe).status == "Healthy"
+    # what the operator generated with the chart's RBAC, where the chart's values said
+    monitoring = "/apis/monitoring.coreos.com/v1/namespaces"
+    assert kube.get(f"{monitoring}/{k8s_namespace}/prometheusrules")["items"], operator.logs()
+    wait_until(
+        lambda: kube.get(f"{monitoring}/{release_ns}/servicemonitors")["items"],
+        timeout=30,
+        what="shared ServiceMonitor in the release namespace",
+    )
+    dashboards = kube.get(
+        f"/api/v1/namespaces/{release_ns}/configmaps", labelSelector="grafana_dashboard=1"
+    )["items"]
+    assert dashboards, operator.logs()
+
+    # operator scaled away (Recreate: the pod is gone first): a spec change is not acted on,
+    # and Argo CD sees the real object as Progressing
+    operator.scale(kube, 0)
+    kube.merge_patch(f"{probes}/web", {"spec": {"schedule": "*/7 * * * *"}})
+    stale = kube.get(f"{probes}/web")
+    assert stale["metadata"]["generation"] > stale["status"]["observedGeneration"]
+    assert argocd_health(stale).status == "Progressing"
+    operator.scale(kube, 1)
+    probe = _wait_ready(kube, f"{probes}/web", operator)
+    assert argocd_health(probe).status == "Healthy"
+    assert kube.get(cronjob_path)["spec"]["schedule"] == "*/7 * * * *"
+
+    # delete: the operator removes the probe's group from the Pushgateway the chart names
+    grouping = {"namespace": k8s_namespace, "probe": "web"}
+    run = "# TYPE traceroute_run_timestamp_seconds gauge\ntraceroute_run_timestamp_seconds 1\n"
+    pushgateway.push("traceroute", grouping, run)
+    assert [g for g in pushgateway.groups() if g["labels"].get("namespace") == k8s_namespace]
+    kube.delete(f"{probes}/web")
+    wait_until(lambda: _gone(kube, f"{probes}/web"), timeout=60, what="probe deleted")
+    remaining = [g["labels"] for g in pushgateway.groups()]
+    assert not [
+        g for g in remaining if g.get("probe") == "web" and g.get("namespace") == k8s_namespace
+    ]
 
 
 def _can_i(kubeconfig: Path, verb: str, resource: str, namespace: str) -> bool:
@@ -447,15 +484,13 @@ def _can_i(kubeconfig: Path, verb: str, resource: str, namespace: str) -> bool:
 def test_namespaced_operator_serves_only_its_namespaces(
     env: OperatorEnv, k8s_namespace: str
 ) -> None:
-    cluster, kube, pushgateway = env.cluster, env.kube, env.pushgateway
-    release_factory, tmp_path = env.install, env.log_dir
+    kube = env.kube
     values_file = next(p for p in CI_VALUES if p.name == "namespaced-rbac-values.yaml")
     watched = load_values(values_file)["operator"]["watchNamespaces"]
-    release = release_factory(values_file)
-    account = operator_deployment(release.manifest())["spec"]["template"]["spec"][
-        "serviceAccountName"
-    ]
-    token = cluster.service_account_kubeconfig(release.namespace, account)
+    operator = install_operator(env, values_file)
+    release = operator.release
+    account = operator_deployment(release.manifest())["spec"]["template"]["spec"]
+    token = env.cluster.service_account_kubeconfig(release.namespace, account["serviceAccountName"])
     for namespace in watched:
         assert _can_i(token, "create", "cronjobs.batch", namespace)
     # nothing outside the watched namespaces, nothing cluster-wide
@@ -468,14 +503,13 @@ def test_namespaced_operator_serves_only_its_namespaces(
     served = f"/apis/traceroute.dev/v1alpha1/namespaces/{watched[0]}/tracerouteprobes"
     ignored = f"/apis/traceroute.dev/v1alpha1/namespaces/{k8s_namespace}/tracerouteprobes"
     name = f"p{uuid.uuid4().hex[:6]}"
-    with running_operator(release, pushgateway, tmp_path / "operator.log") as operator:
-        kube.post(ignored, _probe_manifest(name))
-        kube.post(served, _probe_manifest(name))
-        try:
-            _wait_ready(kube, watched[0], name, operator)
-            time.sleep(2)  # the operator had the chance to (wrongly) act on the other one
-            assert "status" not in kube.get(f"{ignored}/{name}")
-        finally:
-            kube.delete(f"{served}/{name}")
-            wait_until(lambda: _gone(kube, f"{served}/{name}"), timeout=60, what="probe deleted")
-            kube.delete(f"{ignored}/{name}")
+    kube.post(ignored, _probe_manifest(name))
+    kube.post(served, _probe_manifest(name))
+    try:
+        _wait_ready(kube, f"{served}/{name}", operator)
+        time.sleep(2)  # the operator had the chance to (wrongly) act on the other one
+        assert "status" not in kube.get(f"{ignored}/{name}")
+    finally:
+        kube.delete(f"{served}/{name}")
+        wait_until(lambda: _gone(kube, f"{served}/{name}"), timeout=60, what="probe deleted")
+        kube.delete(f"{ignored}/{name}")
