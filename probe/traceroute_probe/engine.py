@@ -139,18 +139,20 @@ class _TokenModel:
     def add(self, key: str, sent_ns: int) -> None:
         self.sends.setdefault(key, []).append(sent_ns)
 
-    def move(self, old: str | None, new: str, sent_ns: int) -> None:
+    def move(self, old: str | None, new: str | None, sent_ns: int) -> None:
         if old is not None:
             sends = self.sends.get(old)
             if sends and sent_ns in sends:
                 sends.remove(sent_ns)
-        self.add(new, sent_ns)
+        if new is not None:
+            self.add(new, sent_ns)
 
-    def available_at(self, key: str, now_ns: int) -> int:
-        """Earliest time (ns) at which one more probe to ``key`` stays within budget."""
+    def available_at(self, key: str, now_ns: int, planned: int = 0) -> int:
+        """Earliest time (ns) at which one more probe to ``key`` stays within budget,
+        counting ``planned`` probes released but not sent yet as sent now."""
         tokens = self.burst
         last: int | None = None
-        for t in sorted(self.sends.get(key, ())):
+        for t in sorted([*self.sends.get(key, ()), *([now_ns] * planned)]):
             if last is not None:
                 tokens = min(self.burst, tokens + (t - last) / self.interval_ns)
             tokens -= 1.0  # the router may have dropped it: tokens can go below zero
@@ -238,7 +240,8 @@ class _Wave:
         self.shared: dict[tuple[str, int], ProbeSocket] = {}  # (kind, family) -> socket
         self.routes: dict[tuple[object, ...], tuple[_TargetState, int]] = {}
         self.outstanding: dict[tuple[int, int, int, int], _Probe] = {}
-        # order, ttl, target, flow, attempt, awaited, retry: first attempts and low TTLs first
+        # order, ttl, flow, target, attempt, awaited, retry: first attempts and low TTLs
+        # first; per TTL one flow of every target before the next flow (shared first hops)
         self.queue: list[tuple[int, int, int, int, int, int, int]] = []
         self.tokens = _TokenModel(opts.ratelimit_burst, opts.ratelimit_interval)
         self.pps_tokens = max(1.0, opts.pps / 4.0)
@@ -246,6 +249,7 @@ class _Wave:
         self.pps_last_ns = 0
         self.sent_total = 0
         self.raw_icmp = False
+        self.ttl_responders: dict[tuple[int, int], str] = {}  # (family, ttl) -> router
 
     # --- sockets ---------------------------------------------------------------------------
 
@@ -363,7 +367,12 @@ class _Wave:
         return packets.encode_sequence(ttl, attempt, self.nonce)
 
     def _budget_key(self, target: _TargetState, flow: int, ttl: int) -> str | None:
-        """The responder a probe most likely reaches, for the rate-limit model."""
+        """The responder a probe most likely reaches, for the rate-limit model.
+
+        Known: this flow's, another flow's, or (first hops are usually shared) another
+        target's responder at this TTL. Unknown: one shared "?" bucket per TTL, as if a
+        single router answered it. None: answers that are not rate limited.
+        """
         if target.dest_ttl is not None and ttl >= target.dest_ttl:
             # Echo replies and TCP answers are not rate limited; port unreachable is.
             return target.address if self.opts.protocol == "udp" else None
@@ -374,7 +383,8 @@ class _Wave:
             other = target.cells.get((f, ttl))
             if other is not None and other.responder is not None:
                 return other.responder
-        return None
+        shared = self.ttl_responders.get((target.family, ttl))
+        return shared if shared is not None else f"?{target.family}/{ttl}"
 
     def _first_wave(self) -> int:
         """Attempts per (flow, TTL) sent before anything is known about the responder:
@@ -398,7 +408,7 @@ class _Wave:
         order = attempt if not retry else 0
         heapq.heappush(
             self.queue,
-            (order, ttl, target.index, flow, attempt, int(awaited), int(retry)),
+            (order, ttl, flow, target.index, attempt, int(awaited), int(retry)),
         )
 
     def _release(self, now_ns: int) -> int | None:
@@ -406,45 +416,76 @@ class _Wave:
         earliest: int | None = None
         first_wave = self._first_wave()
         per_hop = self.opts.probes_per_hop
-        for target in self.targets:
-            if target.complete:
-                continue
-            release_limit = target.release_limit
-            decision_limit = target.decision_limit
-            for ttl in range(1, release_limit + 1):
-                for flow in range(len(target.flows)):
-                    cell = target.cell(flow, ttl)
-                    if cell.first_wave_released < first_wave:
-                        # Only the first attempt is waited for; the others add samples
-                        # when they are back before the run ends.
-                        awaited = cell.first_wave_released == 0
-                        cell.first_wave_released += 1
-                        self._queue(target, flow, ttl, awaited=awaited, retry=False)
-                        continue
-                    if cell.queued or not cell.awaited_settled:
-                        continue
-                    answered = cell.answered
-                    if not answered:
-                        if cell.retried or ttl > decision_limit:
+        planned: dict[str | None, int] = {}
+
+        def fits(key: str | None) -> bool:
+            return (
+                key is None or self.tokens.available_at(key, now_ns, planned.get(key, 0)) <= now_ns
+            )
+
+        def plan(key: str | None) -> None:
+            planned[key] = planned.get(key, 0) + 1
+
+        for attempt_pass in (0, 1):  # first attempts of every target before any second one
+            for target in self.targets:
+                if target.complete:
+                    continue
+                release_limit = target.release_limit
+                decision_limit = target.decision_limit
+                for ttl in range(1, release_limit + 1):
+                    for flow in range(len(target.flows)):
+                        cell = target.cell(flow, ttl)
+                        if cell.first_wave_released < first_wave:
+                            first = cell.first_wave_released == 0
+                            if first != (attempt_pass == 0):
+                                continue
+                            key = self._budget_key(target, flow, ttl)
+                            if not first and not fits(key):
+                                # Would exceed the router's burst: leave it to the extras.
+                                cell.first_wave_released = first_wave
+                                continue
+                            plan(key)
+                            # Only the first attempt is waited for; the others add samples
+                            # when they are back before the run ends.
+                            cell.first_wave_released += 1
+                            self._queue(target, flow, ttl, awaited=first, retry=False)
+                            continue
+                        if attempt_pass == 0 or cell.queued or not cell.awaited_settled:
+                            continue
+                        if not cell.answered:
+                            if cell.retried or ttl > decision_limit:
+                                continue
+                            key = self._budget_key(target, flow, ttl)
+                            if key is not None and not key.startswith("?"):
+                                # A known router that answered others: the silence is
+                                # likely its rate limit. Retry only if this target has no
+                                # answer at this TTL yet, with one flow, within budget.
+                                flows = range(len(target.flows))
+                                if any(target.cell(f, ttl).answered for f in flows):
+                                    cell.retried = True  # a sample lost to the limit
+                                    continue
+                                pending = [f for f in flows if not target.cell(f, ttl).retried]
+                                if flow != min(pending, default=flow):
+                                    cell.retried = True  # one flow retries for the TTL
+                                    continue
+                                ready = self.tokens.available_at(key, now_ns, planned.get(key, 0))
+                                if ready > now_ns:
+                                    cell.waiting_retry = True
+                                    earliest = ready if earliest is None else min(earliest, ready)
+                                    continue
+                            plan(key)
+                            cell.waiting_retry = False
+                            cell.retried = True
+                            self._queue(target, flow, ttl, awaited=True, retry=True)
+                            continue
+                        # Extra samples: only while the run goes on anyway, never waited for.
+                        if len(cell.probes) >= per_hop:
                             continue
                         key = self._budget_key(target, flow, ttl)
-                        if key is not None:
-                            ready = self.tokens.available_at(key, now_ns)
-                            if ready > now_ns:
-                                cell.waiting_retry = True
-                                earliest = ready if earliest is None else min(earliest, ready)
-                                continue
-                        cell.waiting_retry = False
-                        cell.retried = True
-                        self._queue(target, flow, ttl, awaited=True, retry=True)
-                        continue
-                    # Extra samples: only while the run goes on anyway, never waited for.
-                    if len(cell.probes) >= per_hop:
-                        continue
-                    key = self._budget_key(target, flow, ttl)
-                    if key is not None and self.tokens.available_at(key, now_ns) > now_ns:
-                        continue
-                    self._queue(target, flow, ttl, awaited=False, retry=False)
+                        if not fits(key):
+                            continue
+                        plan(key)
+                        self._queue(target, flow, ttl, awaited=False, retry=False)
         return earliest
 
     def _send_ready(self, now_ns: int) -> None:
@@ -455,7 +496,7 @@ class _Wave:
             )
         self.pps_last_ns = now_ns
         while self.queue and self.pps_tokens >= 1.0:
-            _order, ttl, target_index, flow, attempt, awaited, retry = heapq.heappop(self.queue)
+            _order, ttl, flow, target_index, attempt, awaited, retry = heapq.heappop(self.queue)
             target = self.targets[target_index]
             cell = target.cell(flow, ttl)
             cell.queued -= 1
@@ -646,9 +687,12 @@ class _Wave:
         )
         if not reached:
             cell.responder = responder
-            if probe.budget_key != responder:
-                self.tokens.move(probe.budget_key, responder, probe.sent_ns)
-                probe.budget_key = responder
+            self.ttl_responders.setdefault((target.family, ttl), responder)
+        # Only ICMP errors spend a router's rate-limit tokens.
+        spent_on = responder if isinstance(reply, IcmpError) else None
+        if probe.budget_key != spent_on:
+            self.tokens.move(probe.budget_key, spent_on, probe.sent_ns)
+            probe.budget_key = spent_on
         target.rtt_by_ttl[ttl] = max(rtt, target.rtt_by_ttl.get(ttl, 0.0))
         if reached:
             if target.dest_ttl is None or ttl < target.dest_ttl:

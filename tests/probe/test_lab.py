@@ -291,3 +291,20 @@ def test_pushgateway_down_exit_5_result_and_message_still_written(tmp_path: Path
     assert message["code"] == 5 and message["t"][0]["r"] is True
     assert any(e.startswith("push:") for e in message["err"])
     assert elapsed < 30  # retries are bounded
+
+
+def test_many_targets_share_rate_limited_first_hops_without_false_stars() -> None:
+    """Every target's first hops are the same Linux routers (burst 6, then 1/s): the
+    per-responder budget and flow-major pacing must still show every hop."""
+    _require_root()
+    with Lab(Topology.chain(routers=4)) as lab:
+        nodes = [n for n in lab.topology.nodes if n != "probe"]
+        for node in nodes:
+            lab.set_icmp_ratelimit(node, ms=1000, burst=50)
+        targets = [lab.addr(n) for n in nodes] + [lab.addr(n, 6) for n in nodes]
+        proc, docs = trace(lab, *targets, user=NOBODY)
+        truths = [lab.truth("probe", n) for n in nodes] + [lab.truth("probe", n, 6) for n in nodes]
+    assert proc.returncode == 0, proc.stderr
+    for doc, truth in zip(docs, truths, strict=True):
+        assert path_of(doc) == [[hop] for hop in truth], doc["target"]
+    assert max(d["duration_seconds"] for d in docs) < 10.0
