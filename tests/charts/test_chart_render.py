@@ -394,3 +394,15 @@ def test_notes_tell_the_next_step() -> None:
     )
     assert "kind: TracerouteProbe" in notes and "kubectl get trp -A" in notes
     assert "release=kps" in notes
+
+
+@pytest.mark.parametrize(
+    ("kube_version", "accepted"),
+    [("1.36.3", True), ("1.29.0", True), ("1.31.2-eks-1234", True), ("1.28.9", False)],
+)
+def test_kube_version_constraint(kube_version: str, accepted: bool) -> None:
+    args = ["template", "trop", str(CHART), "--kube-version", kube_version]
+    result = helm_cmd(args, check=False)
+    assert (result.returncode == 0) == accepted, result.stderr
+    if not accepted:
+        assert "kubeVersion" in result.stderr or "incompatible" in result.stderr
