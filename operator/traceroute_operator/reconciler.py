@@ -70,9 +70,13 @@ class RetryableError(RuntimeError):
 
 
 def _missing_kind(exc: KubeError) -> bool:
-    # 404 on a collection of a kind the apiserver does not serve (CRD not installed);
-    # a missing namespace says "namespaces ... not found" instead
-    return exc.not_found and "could not find the requested resource" in exc.message
+    # 404 for a kind the apiserver does not serve: "the server could not find the requested
+    # resource" when the group exists, a plain "404 page not found" when the whole group is
+    # missing (no prometheus-operator CRDs at all); a missing namespace says "namespaces ...
+    # not found" instead
+    return exc.not_found and (
+        "could not find the requested resource" in exc.message or "page not found" in exc.message
+    )
 
 
 class ProbeReconciler:

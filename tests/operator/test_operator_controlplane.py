@@ -680,3 +680,37 @@ def test_what_slips_through_becomes_a_condition_not_a_crash_loop(
     kube.merge_patch(probe_path(k8s_namespace, "bad-affinity"), {"spec": {"affinity": None}})
     wait_ready(kube, k8s_namespace, "bad-affinity")
     assert cronjob_of(kube, k8s_namespace, "bad-affinity") is not None
+
+
+def test_missing_monitoring_crds_are_a_condition_not_a_crash(tmp_path: Path) -> None:
+    """A cluster without prometheus-operator: CronJobs still work; MonitoringReady says why.
+
+    Its own control plane: the session's has the monitoring CRDs installed.
+    """
+    with ControlPlane() as bare, KubeRest(bare.kubeconfig) as kube:
+        install_crd(bare.kubeconfig)
+        ensure_namespace(kube, "probes")
+        process = OperatorProcess(
+            bare,
+            kube,
+            namespaces=["probes"],
+            operator_namespace="traceroute-system",
+            pushgateway_url="http://127.0.0.1:9",
+            log_dir=tmp_path,
+        ).start()
+        try:
+            create_probe(kube, "probes", "plain", {"targets": ["192.0.2.1"]})
+            probe = wait_ready(kube, "probes", "plain")
+            monitoring = condition(probe, "MonitoringReady")
+            assert monitoring["status"] == "False"
+            assert (
+                "PrometheusRule (monitoring.coreos.com/v1) is not served" in monitoring["message"]
+            )
+            assert "TRACEROUTE_PROMETHEUSRULE_ENABLED=false" in monitoring["message"]
+            assert "ServiceMonitor" in monitoring["message"]
+            assert cronjob_of(kube, "probes", "plain") is not None
+            assert events_for(kube, "probes", "plain", "MonitoringNotGenerated")
+            assert process.alive()
+            assert "not served by this cluster" in process.log_tail(200)
+        finally:
+            process.stop()
