@@ -36,6 +36,8 @@ class OperatorConfig:
     # The probe pods.
     probe_image: str = f"ghcr.io/traceroute-operator/traceroute-probe:{__version__}"
     probe_image_pull_policy: str = "IfNotPresent"
+    # Secrets (in each probe namespace) for pulling the default image from a private registry
+    probe_image_pull_secrets: tuple[str, ...] = ()
     probe_command: tuple[str, ...] = ("traceroute-probe",)
     probe_cpu_request: str = "20m"
     probe_memory_request: str = "48Mi"
@@ -133,6 +135,10 @@ class OperatorConfig:
         ):
             if (value := text(name)) is not None:
                 values[key] = value
+        if (secrets := text("PROBE_IMAGE_PULL_SECRETS")) is not None:
+            values["probe_image_pull_secrets"] = tuple(
+                dict.fromkeys(n.strip() for n in secrets.split(",") if n.strip())
+            )
         if (command := text("PROBE_COMMAND")) is not None:
             values["probe_command"] = tuple(command.split())
         if (ca := text("PUSHGATEWAY_CA_SECRET")) is not None:
@@ -200,6 +206,11 @@ ENV_REFERENCE: tuple[tuple[str, str, str], ...] = (
         "probe image of probes without spec.image",
     ),
     ("TRACEROUTE_PROBE_IMAGE_PULL_POLICY", "IfNotPresent", "pull policy of the default image"),
+    (
+        "TRACEROUTE_PROBE_IMAGE_PULL_SECRETS",
+        "",
+        "comma-separated pull Secrets (in each probe namespace) of probes without spec.image",
+    ),
     ("TRACEROUTE_PROBE_COMMAND", "traceroute-probe", "probe container command (space-separated)"),
     ("TRACEROUTE_PROBE_CPU_REQUEST", "20m", "cpu request of probes without spec.resources"),
     ("TRACEROUTE_PROBE_MEMORY_REQUEST", "48Mi", "memory request of probes without spec.resources"),

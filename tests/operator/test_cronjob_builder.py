@@ -266,3 +266,13 @@ def test_manifest_valid_against_upstream_schema() -> None:
         {"targets": ["a"], "pushgateway": {"url": "https://p:1", "tlsCA": {"secretName": "c"}}}
     )
     kubernetes_validate.validate(build_cronjob(body, CONFIG), "1.32", strict=True)
+
+
+def test_default_image_pull_secrets_only_for_the_default_image() -> None:
+    config = OperatorConfig.from_env({"TRACEROUTE_PROBE_IMAGE_PULL_SECRETS": "mirror, mirror2"})
+    assert pod_spec(build_cronjob(probe(), config))["imagePullSecrets"] == [
+        {"name": "mirror"},
+        {"name": "mirror2"},
+    ]
+    own_image = probe({"targets": ["a"], "image": "elsewhere.example/probe:1"})
+    assert "imagePullSecrets" not in pod_spec(build_cronjob(own_image, config))

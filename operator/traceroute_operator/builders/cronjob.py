@@ -204,8 +204,12 @@ def build_cronjob(probe: Mapping[str, Any], config: OperatorConfig | None = None
         "containers": [container],
         "volumes": volumes,
     }
-    if spec.image_pull_secrets:
-        pod_spec["imagePullSecrets"] = [{"name": n} for n in spec.image_pull_secrets]
+    # the default image's pull Secrets apply only to the default image
+    pull_secrets = spec.image_pull_secrets or (
+        () if spec.image else config.probe_image_pull_secrets
+    )
+    if pull_secrets:
+        pod_spec["imagePullSecrets"] = [{"name": n} for n in pull_secrets]
     if spec.node_selector:
         pod_spec["nodeSelector"] = dict(spec.node_selector)
     if spec.tolerations:
