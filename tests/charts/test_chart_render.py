@@ -62,21 +62,7 @@ def test_rendered_builtin_objects_pass_the_strict_upstream_schemas(values: Path)
     assert checked >= 5
 
 
-# Known gap, reported to the operator's authors: OperatorConfig has no default pull secrets
-# for probe pods (only spec.imagePullSecrets per probe). strict: the day the operator reads
-# TRACEROUTE_PROBE_IMAGE_PULL_SECRETS this turns into a failure, and the mark must go.
-_PULL_SECRETS_GAP = pytest.mark.xfail(
-    reason="operator does not read TRACEROUTE_PROBE_IMAGE_PULL_SECRETS yet", strict=True
-)
-SETTINGS_CASES = [
-    pytest.param(p, marks=_PULL_SECRETS_GAP, id=i)
-    if i == "private-registry"
-    else pytest.param(p, id=i)
-    for p, i in zip(CI_VALUES, CI_IDS, strict=True)
-]
-
-
-@pytest.mark.parametrize("values", SETTINGS_CASES)
+@pytest.mark.parametrize("values", CI_VALUES, ids=CI_IDS)
 def test_every_setting_the_chart_passes_is_one_the_operator_reads(values: Path) -> None:
     env = operator_environment(render([values]), RELEASE_NAMESPACE)
     known = {name for name, _, _ in ENV_REFERENCE} | {name for name, _ in env_reference()}
