@@ -14,7 +14,9 @@ destination the hop count is the highest TTL that answered, which silent tails m
 noisy, so it is not compared; the TTLs still are.
 
 A difference must persist for ``confirm_runs`` consecutive runs (the same new path each
-time) before it counts; a single odd run followed by the old path is no change.
+time) before it counts; a single odd run followed by the old path is no change. A run that
+fits both the old and the pending new path (silent where they differ) is no evidence
+either way and leaves the pending change as it is.
 """
 
 from __future__ import annotations
@@ -144,6 +146,10 @@ def observe(
     if state.baseline is None:
         return DetectionState(baseline=observed), None
     if not differences(state.baseline, observed):
+        if state.candidate is not None and not differences(state.candidate, observed):
+            # silent exactly where the two differ (e.g. rate-limited routers): evidence for
+            # neither, so the pending change neither advances nor resets
+            return state, None
         return DetectionState(baseline=merge(state.baseline, observed)), None
     if state.candidate is not None and not differences(state.candidate, observed):
         candidate = merge(state.candidate, observed)

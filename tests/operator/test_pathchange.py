@@ -110,6 +110,13 @@ FLIPPED = t("10.0.1.1", "10.0.2.1", "10.2.3.2", "10.0.4.1", "10.0.5.2")
         ),
         # a silent hop flickering never counts
         ([BASE, t("10.0.1.1", "", "10.1.3.2", "10.0.4.1", "10.0.5.2"), BASE, BASE], 1, []),
+        # a run silent exactly where old and new differ is no evidence: still pending
+        (
+            [BASE, FLIPPED, t("10.0.1.1", "10.0.2.1", "", "10.0.4.1", "10.0.5.2"), FLIPPED],
+            2,
+            [(3, "ttl 3: 10.1.3.2 -> 10.2.3.2")],
+        ),
+        ([BASE, FLIPPED, t("", "", "", "", "10.0.5.2"), BASE, FLIPPED], 2, []),
         # confirmRuns 3 needs three consecutive sightings
         ([BASE, FLIPPED, FLIPPED, BASE, FLIPPED, FLIPPED], 3, []),
         ([BASE, FLIPPED, FLIPPED, FLIPPED], 3, [(3, "ttl 3: 10.1.3.2 -> 10.2.3.2")]),
