@@ -19,10 +19,11 @@ if ((${#missing[@]})); then
   echo "== apt: installing ${missing[*]}"
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  # Debian's postinst may start the packaged services; the tests run their own instances.
+  # Only right after the install: later, a running prometheus may be a test's own.
+  pkill -f '^/usr/bin/prometheus .*--config.file=/etc/prometheus' 2>/dev/null || true
+  pkill -f '^/usr/bin/prometheus-pushgateway$' 2>/dev/null || true
 fi
-# Debian's postinst may start the services; the tests run their own instances.
-pkill -x prometheus 2>/dev/null || true
-pkill -x prometheus-pushgateway 2>/dev/null || true
 
 venv="$TROP_CACHE/venv"
 if [[ ! -x "$venv/bin/python" ]]; then
