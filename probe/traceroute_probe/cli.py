@@ -90,7 +90,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--socket",
         choices=("auto", "raw", "dgram"),
         default="auto",
-        help="raw sockets (CAP_NET_RAW) or ping/datagram sockets; auto tries raw",
+        help="raw sockets (CAP_NET_RAW) or ping/datagram sockets (tcp: connect() probes, "
+        "one in flight per flow); auto tries raw",
     )
     p.add_argument("--namespace", default="default")
     p.add_argument("--probe", help="probe name (Pushgateway grouping key)")

@@ -17,6 +17,12 @@ Scheduling rules (see DESIGN.md "The probe"):
 - the run finishes as soon as the destination answered every flow and all lower TTLs
   are settled; without the destination, ``gap_limit`` silent TTLs after the last
   responder end it; a hard deadline ends everything. The result is always complete.
+
+TCP without raw sockets ("connect" probes): every probe is a non-blocking connect() from
+the flow's fixed source port with the probe's TTL; the router's Time Exceeded arrives on
+that socket's error queue, the destination's SYN-ACK or RST completes or refuses the
+connect. The kernel allows one socket per 4-tuple, so a flow has one probe in flight at a
+time (flows and targets still run in parallel); the socket is closed at its outcome.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ import heapq
 import os
 import resource
 import selectors
+import struct
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -39,11 +46,14 @@ from .sockets import (
     Received,
     SocketOpenError,
     bind_ping_ident,
+    connect_outcome,
     open_icmp,
     open_raw,
     open_udp,
     ping_ident,
+    reserve_tcp_port,
     source_address,
+    start_tcp_connect,
 )
 
 PROTOCOLS = ("icmp", "udp", "tcp")
@@ -185,6 +195,9 @@ class _TargetState:
         self.finished_ns = 0
         self.sockets: dict[int, ProbeSocket] = {}  # flow index -> per-flow socket
         self.source: str | None = None
+        self.tcp_connect = False  # TCP through connect() instead of raw sockets
+        # flow index -> the connect probe in flight on it (at most one per flow)
+        self.connecting: dict[int, tuple[ProbeSocket, _Probe]] = {}
 
     def cell(self, flow: int, ttl: int) -> _Cell:
         key = (flow, ttl)
@@ -336,25 +349,53 @@ class _Wave:
                 target.sockets[flow.index] = sock
                 self._register(sock, ("flow", target.index, flow.index))
         else:  # tcp
-            if opts.socket_mode == "dgram":
-                raise SocketOpenError(
-                    "permission", "tcp SYN probing needs raw sockets; --socket dgram forbids them"
-                )
-            try:
-                self._shared("tcp-raw", family)
-                self._shared("icmp-raw", family)
-            except SocketOpenError as err:
-                raise SocketOpenError(
-                    err.kind,
-                    "tcp SYN probing needs raw sockets (CAP_NET_RAW); "
-                    "without it use --protocol icmp or udp",
-                ) from err
+            use_raw = opts.socket_mode != "dgram"
+            if use_raw:
+                try:
+                    self._shared("tcp-raw", family)
+                    self._shared("icmp-raw", family)
+                except SocketOpenError as err:
+                    if opts.socket_mode == "raw" or err.kind != "permission":
+                        raise SocketOpenError(
+                            err.kind,
+                            "tcp SYN probing with --socket raw needs raw sockets (CAP_NET_RAW); "
+                            "--socket auto or dgram probes with connect() instead",
+                        ) from err
+                    use_raw = False
+            if not use_raw:
+                self._open_tcp_connect(target)
+                return
             target.source = source_address(target.address, family)
             for flow in target.flows:
                 self.routes[("tcp", target.address, flow.src_port)] = (target, flow.index)
 
+    def _open_tcp_connect(self, target: _TargetState) -> None:
+        """Connect probes need no socket up front; check each flow's source port now."""
+        for i, flow in enumerate(target.flows):
+            candidate = flow
+            for attempt in range(_BIND_ATTEMPTS):
+                try:
+                    reserve_tcp_port(target.family, candidate.src_port)
+                    break
+                except OSError as err:
+                    if err.errno != errno.EADDRINUSE or attempt == _BIND_ATTEMPTS - 1:
+                        raise
+                    candidate = candidate.with_alternative(attempt)
+            target.flows[i] = Flow(
+                flow.index, flow.icmp_id, flow.flow_sum, candidate.src_port, flow.dst_port
+            )
+        target.tcp_connect = True
+
+    def _end_connect(self, target: _TargetState, flow: int) -> None:
+        entry = target.connecting.pop(flow, None)
+        if entry is not None:
+            self.selector.unregister(entry[0].sock)
+            entry[0].close()
+
     def close(self) -> None:
         for target in self.targets:
+            for flow in list(target.connecting):
+                self._end_connect(target, flow)
             for sock in target.sockets.values():
                 sock.close()
         for sock in self.shared.values():
@@ -386,10 +427,13 @@ class _Wave:
         shared = self.ttl_responders.get((target.family, ttl))
         return shared if shared is not None else f"?{target.family}/{ttl}"
 
-    def _first_wave(self) -> int:
+    def _first_wave(self, target: _TargetState) -> int:
         """Attempts per (flow, TTL) sent before anything is known about the responder:
-        as many as fit in one router's burst when every flow hits the same router."""
+        as many as fit in one router's burst when every flow hits the same router.
+        Connect probes: one, since a second one would hold the flow as long as a silence."""
         opts = self.opts
+        if target.tcp_connect:
+            return 1
         return max(1, min(opts.probes_per_hop, opts.ratelimit_burst // max(1, opts.flows)))
 
     def _queue(
@@ -406,6 +450,10 @@ class _Wave:
         # First attempts of every TTL go before second attempts: the path (and the
         # destination) is found at the earliest; retries of silences count as first.
         order = attempt if not retry else 0
+        if retry and target.tcp_connect:
+            # The flow is blocked while the retry waits: let higher TTLs go first, so that
+            # their answers settle the retry early (1.5x the later hop's RTT).
+            order = 1
         heapq.heappush(
             self.queue,
             (order, ttl, flow, target.index, attempt, int(awaited), int(retry)),
@@ -414,7 +462,6 @@ class _Wave:
     def _release(self, now_ns: int) -> int | None:
         """Queue every probe that may go now; returns the earliest token wait, if any."""
         earliest: int | None = None
-        first_wave = self._first_wave()
         per_hop = self.opts.probes_per_hop
         planned: dict[str | None, int] = {}
 
@@ -430,9 +477,13 @@ class _Wave:
             for target in self.targets:
                 if target.complete:
                     continue
+                first_wave = self._first_wave(target)
                 release_limit = target.release_limit
                 decision_limit = target.decision_limit
-                for ttl in range(1, release_limit + 1):
+                # Connect probes hold their flow: none past the gap limit, where the run
+                # would not wait for them anyway.
+                top = decision_limit if target.tcp_connect else release_limit
+                for ttl in range(1, top + 1):
                     for flow in range(len(target.flows)):
                         cell = target.cell(flow, ttl)
                         if cell.first_wave_released < first_wave:
@@ -488,25 +539,35 @@ class _Wave:
                         self._queue(target, flow, ttl, awaited=False, retry=False)
         return earliest
 
-    def _send_ready(self, now_ns: int) -> None:
+    def _send_ready(self, now_ns: int) -> bool:
+        """Send what the packet budget allows; True if a sendable probe waits for tokens."""
         rate = self.opts.pps
         if self.pps_last_ns:
             self.pps_tokens = min(
                 self.pps_burst, self.pps_tokens + (now_ns - self.pps_last_ns) / _NS * rate
             )
         self.pps_last_ns = now_ns
+        busy_flow: list[tuple[int, int, int, int, int, int, int]] = []
         while self.queue and self.pps_tokens >= 1.0:
-            _order, ttl, flow, target_index, attempt, awaited, retry = heapq.heappop(self.queue)
+            entry = heapq.heappop(self.queue)
+            _order, ttl, flow, target_index, attempt, awaited, retry = entry
             target = self.targets[target_index]
             cell = target.cell(flow, ttl)
+            live = not target.complete and ttl <= target.release_limit
+            if live and flow in target.connecting:
+                busy_flow.append(entry)  # one connect probe per flow at a time
+                continue
             cell.queued -= 1
             if awaited:
                 cell.queued_awaited -= 1
-            if target.complete or ttl > target.release_limit:
+            if not live:
                 continue
             probe = _Probe(target, flow, ttl, attempt, awaited=bool(awaited), retry=bool(retry))
             try:
-                probe.sent_ns = self._transmit(target, flow, ttl, self._sequence(ttl, attempt))
+                if target.tcp_connect:
+                    probe.sent_ns = self._start_connect(target, probe)
+                else:
+                    probe.sent_ns = self._transmit(target, flow, ttl, self._sequence(ttl, attempt))
             except OSError as err:
                 target.error = TargetError("socket", f"send: {err.strerror or err}")
                 target.complete = True
@@ -518,6 +579,23 @@ class _Wave:
                 self.tokens.add(probe.budget_key, probe.sent_ns)
             cell.probes[attempt] = probe
             self.outstanding[(target_index, flow, ttl, attempt)] = probe
+        waits_for_tokens = len(self.queue) > 0
+        for entry in busy_flow:
+            heapq.heappush(self.queue, entry)
+        return waits_for_tokens
+
+    def _start_connect(self, target: _TargetState, probe: _Probe) -> int:
+        flow = target.flows[probe.flow]
+        sock, sent_ns = start_tcp_connect(
+            target.family, flow.src_port, target.address, flow.dst_port, probe.ttl
+        )
+        target.connecting[probe.flow] = (sock, probe)
+        self.selector.register(
+            sock.sock,
+            selectors.EVENT_READ | selectors.EVENT_WRITE,
+            ("connect", target.index, probe.flow),
+        )
+        return sent_ns
 
     def _transmit(self, target: _TargetState, flow_index: int, ttl: int, sequence: int) -> int:
         flow = target.flows[flow_index]
@@ -546,7 +624,10 @@ class _Wave:
 
     # --- receiving -------------------------------------------------------------------------
 
-    def _drain(self, data: tuple[object, ...], probe_socket: ProbeSocket) -> None:
+    def _drain(self, data: tuple[object, ...], probe_socket: ProbeSocket | None) -> None:
+        if data[0] == "connect" or probe_socket is None:
+            self._on_connect_event(self.targets[int(str(data[1]))], int(str(data[2])))
+            return
         if data[0] == "flow":
             target = self.targets[int(str(data[1]))]
             flow = int(str(data[2]))
@@ -605,6 +686,44 @@ class _Wave:
                 and self._payload_ok(message.payload)
             ):
                 self._record(target, flow, message.sequence, rx_ns, message)
+
+    def _on_connect_event(self, target: _TargetState, flow: int) -> None:
+        entry = target.connecting.get(flow)
+        if entry is None:
+            return
+        probe_socket, probe = entry
+        outcome = connect_outcome(probe_socket)
+        if outcome.kind == "pending":
+            return
+        self._end_connect(target, flow)
+        sequence = self._sequence(probe.ttl, probe.attempt)
+        flow_ids = target.flows[flow]
+        if outcome.kind == "icmp":
+            for item in outcome.errors:
+                error = packets.parse_error_queue(
+                    item.data,
+                    item.ancdata,
+                    protocol=packets.IPPROTO_TCP,
+                    destination=target.address,
+                )
+                # The kernel quotes from the TCP header on: the ports must be this flow's.
+                if error is None or item.data[:4] != struct.pack(
+                    "!HH", flow_ids.src_port, flow_ids.dst_port
+                ):
+                    continue
+                self._record(target, flow, sequence, _rx_time(item), error)
+                return
+        elif outcome.kind in ("connected", "refused"):
+            answer = TcpReply(
+                responder=target.address,
+                family=target.family,
+                sport=flow_ids.dst_port,
+                dport=flow_ids.src_port,
+                ack=0,
+                flags=packets.TCP_RST if outcome.kind == "refused" else packets.TCP_SYN,
+            )
+            self._record(target, flow, sequence, outcome.rx_ns, answer)
+        # "failed" (a local error): no answer will come; the probe settles as silent.
 
     def _payload_ok(self, payload: bytes) -> bool:
         """A quote long enough to hold our marker must carry this run's marker."""
@@ -728,21 +847,29 @@ class _Wave:
             if target.complete or probe.ttl > target.release_limit:
                 # Beyond the destination or the run is over: neither reply nor loss.
                 del self.outstanding[key]
+                self._end_connect_of(probe)
                 continue
             due = probe.sent_ns + int(self._wait_for(probe) * _NS)
             if due <= now_ns:
                 probe.settled = True
                 del self.outstanding[key]
+                self._end_connect_of(probe)
                 target.cell(probe.flow, probe.ttl).silent += 1
             else:
                 nearest = due if nearest is None else min(nearest, due)
         return nearest
 
+    def _end_connect_of(self, probe: _Probe) -> None:
+        """A settled connect probe frees its flow for the next one."""
+        entry = probe.target.connecting.get(probe.flow)
+        if entry is not None and entry[1] is probe:
+            self._end_connect(probe.target, probe.flow)
+
     def _check_complete(self, now_ns: int) -> None:
-        first_wave = self._first_wave()
         for target in self.targets:
             if target.complete:
                 continue
+            first_wave = self._first_wave(target)
             limit = target.decision_limit
             busy = False
             for ttl in range(1, limit + 1):
@@ -783,12 +910,16 @@ class _Wave:
                 self._check_complete(now_ns)
                 if all(t.complete for t in self.targets):
                     break
-                self._send_ready(now_ns)
+                sent_before = self.sent_total
+                waits_for_tokens = self._send_ready(now_ns)
+                if self.sent_total != sent_before:
+                    # Probes just sent settle later than those known before the send.
+                    settle_at = self._settle(time.time_ns())
                 wake = deadline_ns
                 for candidate in (token_wait, settle_at):
                     if candidate is not None:
                         wake = min(wake, candidate)
-                if self.queue:
+                if waits_for_tokens:
                     missing = max(0.0, 1.0 - self.pps_tokens) / self.opts.pps
                     wake = min(wake, now_ns + int(missing * _NS) + 1)
                 timeout = max(0.0, (wake - time.time_ns()) / _NS)
@@ -857,7 +988,9 @@ def _rx_time(item: Received) -> int:
     return packets.parse_timestamp(item.ancdata) or item.rx_ns
 
 
-def _socket_of(wave: _Wave, data: tuple[object, ...]) -> ProbeSocket:
+def _socket_of(wave: _Wave, data: tuple[object, ...]) -> ProbeSocket | None:
+    if data[0] == "connect":
+        return None  # the connect probe in flight on the flow, looked up by its handler
     if data[0] == "flow":
         return wave.targets[int(str(data[1]))].sockets[int(str(data[2]))]
     return wave.shared[(str(data[1]), int(str(data[2])))]

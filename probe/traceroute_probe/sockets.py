@@ -1,16 +1,20 @@
-"""Sockets for probing: ICMP ping (datagram) and raw sockets, UDP datagram, raw TCP.
+"""Sockets for probing: ICMP ping (datagram) and raw sockets, UDP datagram, raw TCP,
+and unprivileged TCP "connect" probes.
 
 The unprivileged paths read ICMP errors from the socket error queue: ``IP_RECVERR`` (11)
 and ``IPV6_RECVERR`` (25) make the kernel queue Time Exceeded / Unreachable with the
-offender address, so no capability is needed. Python only names these constants from
-3.14, hence the literals (from linux/in.h, linux/in6.h).
+offender address, so no capability is needed. A TCP socket in SYN_SENT queues the ICMP
+error of its SYN the same way (tcp_v4_err / tcp_v6_err -> ip(v6)_icmp_error). Python only
+names these constants from 3.14, hence the literals (from linux/in.h, linux/in6.h).
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import os
 import socket
+import struct
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -178,6 +182,77 @@ def open_udp(family: int, src_port: int, destination: str, dst_port: int) -> Pro
         sock.close()
         raise
     return ProbeSocket(sock, family)
+
+
+def _any_address(family: int) -> str:
+    return "0.0.0.0" if family == 4 else "::"
+
+
+def reserve_tcp_port(family: int, src_port: int) -> None:
+    """Fail with EADDRINUSE now (not at the first probe) if ``src_port`` is taken."""
+    with socket.socket(_af(family), socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((_any_address(family), src_port))
+
+
+def start_tcp_connect(
+    family: int, src_port: int, destination: str, dst_port: int, ttl: int
+) -> tuple[ProbeSocket, int]:
+    """One SYN with the given TTL from a non-blocking connect(); returns the socket and
+    the send time (ns since the epoch).
+
+    The fixed source port keeps the Paris flow's 5-tuple; SO_REUSEADDR lets the next probe
+    bind it while the previous socket is still bound; SO_LINGER 0 makes close() send a
+    RST instead of leaving TIME_WAIT after a SYN-ACK.
+    """
+    sock = socket.socket(_af(family), socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        probe_socket = ProbeSocket(sock, family)
+        probe_socket.enable_recverr()
+        probe_socket.set_ttl(ttl)
+        sock.bind((_any_address(family), src_port))
+        sent_ns = time.time_ns()
+        code = sock.connect_ex((destination, dst_port))
+    except OSError:
+        sock.close()
+        raise
+    if code not in (0, errno.EINPROGRESS):
+        sock.close()
+        raise OSError(code, os.strerror(code))
+    return probe_socket, sent_ns
+
+
+@dataclass
+class ConnectOutcome:
+    """What a TCP connect probe learned: an ICMP error from the error queue, or the
+    destination's answer (``connected``: SYN-ACK, ``refused``: RST), or ``pending``
+    (nothing yet) / ``failed`` (a local error: no answer will come)."""
+
+    kind: str  # icmp | connected | refused | pending | failed
+    errors: list[Received]
+    rx_ns: int
+    error_code: int = 0
+
+
+def connect_outcome(probe_socket: ProbeSocket) -> ConnectOutcome:
+    queued = probe_socket._read(MSG_ERRQUEUE)
+    now_ns = time.time_ns()
+    if queued:
+        return ConnectOutcome("icmp", queued, now_ns)
+    err = probe_socket.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+    if err == errno.ECONNREFUSED:
+        return ConnectOutcome("refused", [], now_ns)
+    if err != 0:
+        return ConnectOutcome("failed", [], now_ns, err)
+    try:
+        probe_socket.sock.getpeername()
+    except OSError as exc:
+        if exc.errno == errno.ENOTCONN:
+            return ConnectOutcome("pending", [], now_ns)
+        raise
+    return ConnectOutcome("connected", [], now_ns)
 
 
 def open_raw(family: int, protocol: int) -> ProbeSocket:

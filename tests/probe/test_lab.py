@@ -2,7 +2,9 @@
 
 Every trace runs the real CLI as a process inside the lab's "probe" namespace, as root
 (raw sockets) or as uid 65534 without capabilities (ping/datagram sockets), and is
-compared with the lab's ground truth.
+compared with the lab's ground truth. TCP as uid 65534 uses connect() probes (no raw
+sockets); nothing listens on the lab's hosts, so the destination answers with a RST unless
+a test starts a listener.
 """
 
 from __future__ import annotations
@@ -87,6 +89,8 @@ CASES = [
     ("udp", 6, NOBODY),
     ("tcp", 4, None),
     ("tcp", 6, None),
+    ("tcp", 4, NOBODY),
+    ("tcp", 6, NOBODY),
 ]
 
 
@@ -103,12 +107,77 @@ def test_hops_match_ground_truth(chain: Lab, protocol: str, family: int, user: i
     assert doc["destination_loss_ratio"] == 0.0
 
 
-def test_unprivileged_tcp_says_it_needs_raw_sockets(chain: Lab) -> None:
-    proc, doc = trace(chain, "--protocol", "tcp", chain.addr("target"), user=NOBODY)
+def test_tcp_raw_forced_without_capability_says_so(chain: Lab) -> None:
+    proc, doc = trace(
+        chain, "--protocol", "tcp", "--socket", "raw", chain.addr("target"), user=NOBODY
+    )
     assert proc.returncode == 4
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "needs raw sockets (CAP_NET_RAW)" in lines[0]
     assert doc["reached"] is False and doc["error"]["kind"] == "permission"
+
+
+LISTENER = """
+import socket, sys, time
+family = socket.AF_INET if sys.argv[1] == "4" else socket.AF_INET6
+with socket.socket(family, socket.SOCK_STREAM) as s:
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind(("0.0.0.0" if sys.argv[1] == "4" else "::", int(sys.argv[2])))
+    s.listen(64)
+    print("ready", flush=True)
+    time.sleep(120)
+"""
+
+
+@pytest.mark.parametrize("family", [4, 6])
+def test_tcp_connect_probes_to_an_open_port(chain: Lab, family: int) -> None:
+    """An open port answers SYN-ACK: reached, and no TIME_WAIT is left behind (SO_LINGER 0).
+    As root with --socket dgram: connect probes are forced even though raw is possible."""
+    port = "8443"
+    listener = chain.popen(
+        "target",
+        [PYTHON, "-c", LISTENER, str(family), port],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert listener.stdout is not None and listener.stdout.readline().strip() == "ready"
+        truth = chain.truth("probe", "target", family=family)  # type: ignore[arg-type]
+        proc, doc = trace(
+            chain,
+            "--protocol",
+            "tcp",
+            "--socket",
+            "dgram",
+            "--port",
+            port,
+            chain.addr("target", family),  # type: ignore[arg-type]
+        )
+        left = chain.run("probe", ["ss", "-Htan", "state", "time-wait"], check=True).stdout
+    finally:
+        listener.kill()
+        listener.wait(timeout=10)
+    assert proc.returncode == 0, proc.stderr
+    assert doc["reached"] is True and path_of(doc) == [[hop] for hop in truth]
+    assert doc["destination_loss_ratio"] == 0.0
+    assert {f["dst_port"] for f in doc["flows"]} == {int(port)}
+    assert left.strip() == "", left
+
+
+def test_unprivileged_tcp_silent_router_is_a_hole(chain: Lab) -> None:
+    truth = chain.truth("probe", "target")
+    chain.silence("r2")
+    try:
+        proc, doc = trace(chain, "--protocol", "tcp", chain.addr("target"), user=NOBODY)
+    finally:
+        chain.unsilence("r2")
+    assert proc.returncode == 0, proc.stderr
+    assert doc["reached"] is True and doc["hop_count"] == len(truth)
+    expected = [[hop] for hop in truth]
+    expected[1] = []
+    assert path_of(doc) == expected
+    assert doc["hops"][1]["replies"] == 0 and doc["hops"][1]["sent"] > 0
+    assert doc["duration_seconds"] < 10.0  # the silence was settled, not cut by the deadline
 
 
 def test_silent_routers_are_holes_not_the_end(chain: Lab) -> None:
@@ -128,12 +197,16 @@ def test_silent_routers_are_holes_not_the_end(chain: Lab) -> None:
     assert doc["duration_seconds"] < 3.0  # settled by later hops' RTT, not a fixed timeout
 
 
-@pytest.mark.parametrize("protocol", ["icmp", "udp"])
-def test_silent_destination_ends_at_the_gap_limit(chain: Lab, protocol: str) -> None:
+@pytest.mark.parametrize(("protocol", "user"), [("icmp", None), ("udp", None), ("tcp", NOBODY)])
+def test_silent_destination_ends_at_the_gap_limit(
+    chain: Lab, protocol: str, user: int | None
+) -> None:
     truth = chain.truth("probe", "target")
     chain.silence("target")
     try:
-        proc, doc = trace(chain, "--protocol", protocol, "--timeout", "10", chain.addr("target"))
+        proc, doc = trace(
+            chain, "--protocol", protocol, "--timeout", "10", chain.addr("target"), user=user
+        )
     finally:
         chain.unsilence("target")
     assert proc.returncode == 1
