@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import subprocess
 import time
 import uuid
 from collections.abc import Iterator
@@ -21,11 +20,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import requests
 import yaml
 
 from tests.charts.argocd_health import argocd_health
-from tests.charts.chartgen import CHART, CRD_SOURCE
+from tests.charts.chartgen import CHART
 from tests.charts.charttools import (
     CI_VALUES,
     EXAMPLES,
@@ -33,51 +31,34 @@ from tests.charts.charttools import (
     operator_deployment,
     render_text,
 )
-from tests.realenv.cluster_fixtures import RESTRICTED_LABELS
 from tests.realenv.controlplane import ControlPlane
-from tests.realenv.kubetools import KubeError, KubeRest, helm, kubectl
-from tests.realenv.podrunner import HOST_NETNS, PodRunner
+from tests.realenv.kubetools import KubeError, KubeRest, kubectl
+from tests.realenv.podrunner import HOST_NETNS
 from tests.realenv.promstack import Pushgateway
-from tests.realenv.runtime import CACHE, free_port, wait_until
+from tests.realenv.runtime import wait_until
+from tests.realenv.stack import (
+    OPERATOR_SELECTOR,
+    PROBE_CRD,
+    OperatorPod,
+    OperatorPorts,
+    Release,
+    crd_established,
+    ensure_restricted_namespace,
+    install_crds,
+    serve_operator,
+)
 
 pytestmark = pytest.mark.slow
 
 CI_IDS = [path.name.removesuffix("-values.yaml") for path in CI_VALUES]
-MONITORING_CRDS = ("servicemonitors", "podmonitors", "prometheusrules")
-PROBE_CRD = "tracerouteprobes.traceroute.dev"
-
-
-def _prometheus_operator_crds() -> list[Path]:
-    dirs = sorted(CACHE.glob("prometheus-operator-crds-*/crds"))
-    assert dirs, f"prometheus-operator CRDs missing under {CACHE}: run `make env`"
-    return [dirs[-1] / f"monitoring.coreos.com_{plural}.yaml" for plural in MONITORING_CRDS]
-
-
-def _established(kube: KubeRest, name: str) -> bool:
-    crd = kube.get(f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{name}")
-    return any(
-        c["type"] == "Established" and c["status"] == "True"
-        for c in crd.get("status", {}).get("conditions", [])
-    )
 
 
 @pytest.fixture(scope="module")
 def cluster(control_plane: ControlPlane, kube: KubeRest) -> ControlPlane:
     """The session control plane with the prometheus-operator CRDs and the TracerouteProbe CRD
     (what a cluster with kube-prometheus-stack has after the chart's first install)."""
-    files = [*_prometheus_operator_crds(), CRD_SOURCE]
-    args = ["apply", "--server-side", "--force-conflicts", "--field-manager=chart-tests"]
-    for path in files:
-        args += ["-f", str(path)]
-    kubectl(args, kubeconfig=control_plane.kubeconfig)
-    for name in [f"{p}.monitoring.coreos.com" for p in MONITORING_CRDS] + [PROBE_CRD]:
-        wait_until(lambda n=name: _established(kube, n), timeout=30, what=f"CRD {name}")
+    install_crds(control_plane, kube)
     return control_plane
-
-
-def _ensure_namespace(kube: KubeRest, name: str) -> None:
-    with contextlib.suppress(KubeError):  # exists already (fixed names from ci/ files)
-        kube.post("/api/v1/namespaces", {"metadata": {"name": name, "labels": RESTRICTED_LABELS}})
 
 
 def _namespaces_named_in(values: dict[str, Any]) -> list[str]:
@@ -94,9 +75,9 @@ def _namespaces_named_in(values: dict[str, Any]) -> list[str]:
 
 def _restricted_release_namespace(kube: KubeRest, values_file: Path) -> str:
     namespace = f"trop-{uuid.uuid4().hex[:8]}"
-    _ensure_namespace(kube, namespace)
+    ensure_restricted_namespace(kube, namespace)
     for name in _namespaces_named_in(load_values(values_file)):
-        _ensure_namespace(kube, name)
+        ensure_restricted_namespace(kube, name)
     return namespace
 
 
@@ -133,23 +114,6 @@ def _pod_from_template(deployment: dict[str, Any]) -> dict[str, Any]:
         },
         "spec": template["spec"],
     }
-
-
-class Release:
-    def __init__(self, cluster: ControlPlane, name: str, namespace: str, home: Path) -> None:
-        self.cluster, self.name, self.namespace, self.home = cluster, name, namespace, home
-
-    def helm(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        return helm(
-            [*args, "--namespace", self.namespace],
-            kubeconfig=self.cluster.kubeconfig,
-            home=self.home,
-            check=check,
-        )
-
-    def manifest(self) -> list[dict[str, Any]]:
-        text = self.helm("get", "manifest", self.name).stdout
-        return [d for d in yaml.safe_load_all(text) if d]
 
 
 @pytest.fixture
@@ -240,7 +204,7 @@ def test_helm_install_upgrade_uninstall(
             assert json.loads(result.stdout)["metadata"].get("deletionTimestamp"), doc["kind"]
         else:
             assert "NotFound" in result.stderr, (doc["kind"], meta["name"], result.stderr)
-    assert _established(kube, PROBE_CRD)
+    assert crd_established(kube, PROBE_CRD)
 
 
 @pytest.mark.parametrize("example", EXAMPLES, ids=lambda p: p.stem)
@@ -296,91 +260,19 @@ def env(
     return OperatorEnv(cluster, kube, release_factory, pushgateway, pod_runner_factory)
 
 
-@dataclass
-class OperatorPod:
-    """The operator as the installed chart runs it: Deployment -> ReplicaSet -> Pod, the pod
-    started by the pod runner with the chart's env, securityContext and volumes, and the
-    ServiceAccount token the apiserver projects into it (in-cluster config)."""
-
-    release: Release
-    runner: PodRunner
-    liveness_port: int
-    metrics_port: int
-
-    @property
-    def deployment_path(self) -> str:
-        name = operator_deployment(self.release.manifest())["metadata"]["name"]
-        return f"/apis/apps/v1/namespaces/{self.release.namespace}/deployments/{name}"
-
-    def running_pods(self, kube: KubeRest) -> list[dict[str, Any]]:
-        pods = kube.get(
-            f"/api/v1/namespaces/{self.release.namespace}/pods",
-            labelSelector="app.kubernetes.io/component=operator",
-        )["items"]
-        return [
-            p
-            for p in pods
-            if p["status"].get("phase") == "Running" and not p["metadata"].get("deletionTimestamp")
-        ]
-
-    def logs(self) -> str:
-        assert self.runner.rundir is not None
-        return "\n".join(
-            path.read_text(errors="replace")[-3000:]
-            for path in sorted(self.runner.rundir.path.rglob("output.log"))
-        )
-
-    def wait_serving(self, kube: KubeRest) -> None:
-        """One operator pod running, its liveness endpoint answering where the kubelet asks."""
-        wait_until(lambda: len(self.running_pods(kube)) == 1, timeout=60, what="operator pod")
-        session = requests.Session()
-        session.trust_env = False
-        healthz = f"http://127.0.0.1:{self.liveness_port}/healthz"
-        try:
-            wait_until(
-                lambda: session.get(healthz, timeout=2).status_code == 200,
-                timeout=60,
-                what=f"operator liveness {healthz}",
-            )
-        except TimeoutError:
-            print(self.logs())
-            raise
-        metrics = session.get(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5)
-        assert "traceroute_operator_reconciles_total" in metrics.text
-
-    def scale(self, kube: KubeRest, replicas: int) -> None:
-        kube.merge_patch(self.deployment_path, {"spec": {"replicas": replicas}})
-        if replicas == 0:
-            wait_until(lambda: not self.running_pods(kube), timeout=60, what="operator gone")
-        else:
-            self.wait_serving(kube)
-
-
 def install_operator(env: OperatorEnv, values_file: Path) -> OperatorPod:
     """Install the chart and let the pod runner run the operator pod in the host's network
     namespace (the apiserver is on loopback). Differences from a cluster, all by values:
     no cluster DNS, so the Pushgateway is the session's, given as an external URL; free ports,
     as other operators may run on this host."""
-    liveness_port, metrics_port = free_port(), free_port()
-    release: Release = env.install(
-        values_file,
-        "--set",
-        "pushgateway.enabled=false",
-        "--set",
-        f"pushgateway.url={env.pushgateway.url}",
-        "--set",
-        f"operator.livenessPort={liveness_port}",
-        "--set",
-        f"metrics.port={metrics_port}",
-    )
+    ports = OperatorPorts.free()
+    release: Release = env.install(values_file, *ports.helm_args(env.pushgateway.url))
     runner = env.pod_runners(
         namespace=release.namespace,
-        label_selector="app.kubernetes.io/component=operator",
+        label_selector=OPERATOR_SELECTOR,
         netns_for_pod=lambda pod: HOST_NETNS,
     )
-    operator = OperatorPod(release, runner, liveness_port, metrics_port)
-    operator.wait_serving(env.kube)
-    return operator
+    return serve_operator(env.kube, release, ports, runner)
 
 
 def _probe_manifest(name: str) -> dict[str, Any]:

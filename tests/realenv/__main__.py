@@ -5,6 +5,7 @@
     python -m tests.realenv pods      # run pending pods (pod runner) until Ctrl-C
     python -m tests.realenv down      # stop what `up` started
     python -m tests.realenv cleanup   # also remove leftovers of crashed test runs and labs
+    python -m tests.realenv demo      # the README's demo (make demo); --no-wait for tests
 
 State lives in $TROP_RUNTIME (default /run/traceroute-operator): env.json plus one directory
 per component with its logs, certificates and pidfiles.
@@ -227,6 +228,23 @@ def cmd_cleanup(args: argparse.Namespace) -> int:
     if not removed:
         print("nothing to clean up")
     return 0
+
+
+def _demo_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--no-wait",
+        action="store_true",
+        help="tear down right after the alert fired instead of waiting for Ctrl-C",
+    )
+
+
+@command(
+    "demo", "the whole product end to end: helm install .. route flip .. alert", _demo_arguments
+)
+def cmd_demo(args: argparse.Namespace) -> int:
+    demo = importlib.import_module("tests.realenv.demo")  # heavier imports: only when asked
+    code: int = demo.run(wait=not args.no_wait)
+    return code
 
 
 def main(argv: list[str] | None = None) -> int:
