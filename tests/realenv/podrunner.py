@@ -53,6 +53,11 @@ from typing import Any
 from tests.realenv.kubetools import KubeError, KubeRest
 from tests.realenv.runtime import VENV_BIN, RuntimeDir
 
+# What stands in for the container image: the venv and the checkout its editable install
+# points at. A pod volume mounted over a parent of them (an emptyDir at /tmp while the
+# checkout is a clone under /tmp) would hide the image's code, so they are mounted back.
+IMAGE_PATHS = (Path(__file__).resolve().parents[2], VENV_BIN.parent.resolve())
+
 log = logging.getLogger(__name__)
 
 Pod = dict[str, Any]
@@ -982,11 +987,26 @@ class _PodTask:
                 script.append(f"printf '%s' {shlex.quote(value)} > {shlex.quote(proc_path)}")
         if not host_network:
             script.append(f"hostname {shlex.quote(self.name[:63])}")
+        shadowed = [
+            path
+            for path in IMAGE_PATHS
+            if any(path.is_relative_to(mount.target) for mount in plan.mounts)
+        ]
+        stages = []
+        for index, path in enumerate(shadowed):
+            stage = plan.termination_file.parent / f"image-{index}"
+            stage.mkdir(exist_ok=True)
+            stages.append((shlex.quote(str(stage)), shlex.quote(str(path))))
+            script.append(f"mount --bind {stages[-1][1]} {stages[-1][0]}")
         for mount in plan.mounts:
             source, target = shlex.quote(str(mount.source)), shlex.quote(mount.target)
             script.append(f"mount --bind {source} {target}")
             if mount.read_only:
                 script.append(f"mount -o remount,bind,ro {target}")
+        for stage_path, image_path in stages:
+            script.append(f"mkdir -p {image_path}")
+            script.append(f"mount --bind {stage_path} {image_path}")
+            script.append(f"mount -o remount,bind,ro {image_path}")
         if plan.read_only_root:
             script.append("mount -o remount,bind,ro /")
         script.append(f"cd {shlex.quote(plan.working_dir)}")
