@@ -18,7 +18,7 @@ import random
 import re
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -70,7 +70,7 @@ def operator_namespace(kube: KubeRest) -> Iterator[str]:
 
 
 @pytest.fixture
-def operator(  # noqa: PLR0917 - fixtures
+def operator_factory(  # noqa: PLR0917 - fixtures
     crds: None,
     control_plane: ControlPlane,
     kube: KubeRest,
@@ -78,20 +78,29 @@ def operator(  # noqa: PLR0917 - fixtures
     operator_namespace: str,
     pushgateway: Pushgateway,
     tmp_path: Path,
-) -> Iterator[OperatorProcess]:
-    process = OperatorProcess(
-        control_plane,
-        kube,
-        namespaces=[k8s_namespace],
-        operator_namespace=operator_namespace,
-        pushgateway_url=pushgateway.url,
-        log_dir=tmp_path,
-    )
-    process.start()
+) -> Iterator[Callable[..., OperatorProcess]]:
+    """Builds (not starts) operator processes for the test's namespace, with extra env;
+    stops them all afterwards and releases the probes they would have finalized."""
+    made: list[OperatorProcess] = []
+
+    def make(env: dict[str, str] | None = None) -> OperatorProcess:
+        process = OperatorProcess(
+            control_plane,
+            kube,
+            namespaces=[k8s_namespace],
+            operator_namespace=operator_namespace,
+            pushgateway_url=pushgateway.url,
+            log_dir=tmp_path,
+            env=env or {},
+        )
+        made.append(process)
+        return process
+
     try:
-        yield process
+        yield make
     finally:
-        process.stop()
+        for process in made:
+            process.stop()
         # probes keep their finalizer without an operator: release them so the namespace goes
         for item in kube.get(probe_path(k8s_namespace)).get("items", []):
             with contextlib.suppress(KubeError):
@@ -99,6 +108,11 @@ def operator(  # noqa: PLR0917 - fixtures
                     probe_path(k8s_namespace, item["metadata"]["name"]),
                     {"metadata": {"finalizers": None}},
                 )
+
+
+@pytest.fixture
+def operator(operator_factory: Callable[..., OperatorProcess]) -> OperatorProcess:
+    return operator_factory().start()
 
 
 def cronjob_of(kube: KubeRest, namespace: str, probe: str) -> dict[str, Any] | None:
@@ -356,24 +370,10 @@ def test_spec_update_patches_the_cronjob_and_suspend(
     assert cronjob is not None and cronjob["spec"]["suspend"] is False
 
 
-def test_someone_deleting_the_cronjob_gets_it_back_on_resync(  # noqa: PLR0917 - fixtures
-    crds: None,
-    control_plane: ControlPlane,
-    kube: KubeRest,
-    k8s_namespace: str,
-    operator_namespace: str,
-    pushgateway: Pushgateway,
-    tmp_path: Path,
+def test_someone_deleting_the_cronjob_gets_it_back_on_resync(
+    operator_factory: Callable[..., OperatorProcess], kube: KubeRest, k8s_namespace: str
 ) -> None:
-    process = OperatorProcess(
-        control_plane,
-        kube,
-        namespaces=[k8s_namespace],
-        operator_namespace=operator_namespace,
-        pushgateway_url=pushgateway.url,
-        log_dir=tmp_path,
-        env={"TRACEROUTE_RESYNC_SECONDS": "3"},
-    ).start()
+    process = operator_factory({"TRACEROUTE_RESYNC_SECONDS": "3"}).start()
     try:
         create_probe(kube, k8s_namespace, "drift", {"targets": ["192.0.2.1"]})
         wait_ready(kube, k8s_namespace, "drift")
@@ -457,23 +457,13 @@ def test_delete_removes_cronjob_pushgateway_groups_and_shared_objects(
 # --- robustness ----------------------------------------------------------------------------------
 
 
-def test_killing_the_operator_mid_reconcile_leaves_no_duplicates_or_orphans(  # noqa: PLR0917 - fixtures
-    crds: None,
-    control_plane: ControlPlane,
+def test_killing_the_operator_mid_reconcile_leaves_no_duplicates_or_orphans(
+    operator_factory: Callable[..., OperatorProcess],
     kube: KubeRest,
     k8s_namespace: str,
-    operator_namespace: str,
     pushgateway: Pushgateway,
-    tmp_path: Path,
 ) -> None:
-    process = OperatorProcess(
-        control_plane,
-        kube,
-        namespaces=[k8s_namespace],
-        operator_namespace=operator_namespace,
-        pushgateway_url=pushgateway.url,
-        log_dir=tmp_path,
-    )
+    process = operator_factory()
     names = [f"k{i:02d}" for i in range(24)]
     rng = random.Random(4)
     try:
