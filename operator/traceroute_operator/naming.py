@@ -18,6 +18,11 @@ ANNOTATION_PREFIX = "traceroute.dev"
 FIELD_MANAGER = "traceroute-operator"
 MANAGED_BY = "traceroute-operator"
 
+# Job names of the two Pushgateway groups of a probe: the probe's own results and the
+# operator's path-change verdict.
+PROBE_JOB = "traceroute"
+OPERATOR_JOB = "traceroute-operator"
+
 LABEL_PROBE = "traceroute.dev/probe"
 LABEL_PROBE_UID = "traceroute.dev/probe-uid"
 LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"

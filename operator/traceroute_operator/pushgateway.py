@@ -17,10 +17,8 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
+from .naming import OPERATOR_JOB, PROBE_JOB
 from .status import parse_iso
-
-PROBE_JOB = "traceroute"
-OPERATOR_JOB = "traceroute-operator"
 
 
 class PushgatewayError(RuntimeError):

@@ -2,35 +2,18 @@
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Mapping
 from typing import Any
 
-MANAGED_BY = "traceroute-operator"
-PROBE_API_VERSION = "traceroute.dev/v1alpha1"
-PROBE_KIND = "TracerouteProbe"
-PROBE_LABEL = "traceroute.dev/probe"
-
-# Job names of the two Pushgateway groups (contracts: probe and operator).
-PROBE_JOB = "traceroute"
-OPERATOR_JOB = "traceroute-operator"
+from ..naming import LABEL_MANAGED_BY, MANAGED_BY
 
 
 def common_labels(component: str) -> dict[str, str]:
     return {
-        "app.kubernetes.io/managed-by": MANAGED_BY,
+        LABEL_MANAGED_BY: MANAGED_BY,
         "app.kubernetes.io/part-of": "traceroute-operator",
         "app.kubernetes.io/component": component,
     }
-
-
-def bounded_name(prefix: str, name: str, limit: int = 253) -> str:
-    """``prefix + name``, shortened with a stable hash when it would exceed ``limit``."""
-    full = prefix + name
-    if len(full) <= limit:
-        return full
-    digest = hashlib.sha256(name.encode()).hexdigest()[:10]
-    return f"{full[: limit - 11].rstrip('-.')}-{digest}"
 
 
 def duration(seconds: float) -> str:

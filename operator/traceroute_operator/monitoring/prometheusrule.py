@@ -11,16 +11,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ._common import (
-    PROBE_API_VERSION,
-    PROBE_KIND,
-    PROBE_LABEL,
-    bounded_name,
-    common_labels,
-    duration,
-    get_path,
-    promql_string,
-)
+from ..naming import API_VERSION, KIND, LABEL_PROBE, bounded_name
+from ._common import common_labels, duration, get_path, promql_string
 from .schedule import max_interval_seconds
 from .settings import MonitoringSettings
 
@@ -80,7 +72,7 @@ def probe_identity(probe: Mapping[str, Any]) -> ProbeIdentity:
 
 
 def prometheusrule_name(probe_name: str) -> str:
-    return bounded_name(RULE_NAME_PREFIX, probe_name)
+    return bounded_name(RULE_NAME_PREFIX, probe_name, 253)
 
 
 @dataclass(frozen=True)
@@ -118,15 +110,15 @@ def build_prometheusrule(probe: Mapping[str, Any], settings: MonitoringSettings)
         "namespace": ident.namespace,
         "labels": {
             **common_labels("alerts"),
-            PROBE_LABEL: _label_value(ident.name),
+            LABEL_PROBE: _label_value(ident.name),
             **settings.prometheusrule_labels,
         },
     }
     if ident.uid:
         metadata["ownerReferences"] = [
             {
-                "apiVersion": PROBE_API_VERSION,
-                "kind": PROBE_KIND,
+                "apiVersion": API_VERSION,
+                "kind": KIND,
                 "name": ident.name,
                 "uid": ident.uid,
                 "controller": True,

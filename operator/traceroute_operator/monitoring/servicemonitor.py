@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from ._common import OPERATOR_JOB, PROBE_JOB, common_labels
+from ..naming import OPERATOR_JOB, PROBE_JOB
+from ._common import common_labels
 from .settings import MonitoringSettings
 
 
