@@ -32,12 +32,10 @@ SWITCH_OF_KIND = {
 
 @dataclass(frozen=True)
 class DesiredObjects:
+    """What one probe owns; the shared objects come from ``shared_objects`` (per process)."""
+
     cronjob: dict[str, Any]
     owned_monitoring: list[dict[str, Any]]
-    shared: list[dict[str, Any]]
-
-    def all(self) -> list[dict[str, Any]]:
-        return [self.cronjob, *self.owned_monitoring, *self.shared]
 
 
 def owned_monitoring_objects(
@@ -62,5 +60,4 @@ def desired_objects(probe: Mapping[str, Any], config: OperatorConfig) -> Desired
     return DesiredObjects(
         cronjob=build_cronjob(probe, config),
         owned_monitoring=owned_monitoring_objects(probe, config.monitoring),
-        shared=shared_objects(config.monitoring),
     )

@@ -11,8 +11,6 @@ from __future__ import annotations
 import base64
 import collections
 import datetime as dt
-import hashlib
-import json
 import logging
 import socket
 import threading
@@ -24,7 +22,7 @@ from typing import Any
 from .builders.cronjob import effective_pushgateway, probe_identity
 from .children import SWITCH_OF_KIND, desired_objects, shared_objects
 from .config import OperatorConfig
-from .kube import Kube, KubeError, resource_path
+from .kube import PLURALS, Kube, KubeError
 from .metrics import OperatorMetrics
 from .naming import (
     API_VERSION,
@@ -95,9 +93,8 @@ class ProbeReconciler:
         self._locks: dict[tuple[str, str], threading.Lock] = {}
         self._locks_guard = threading.Lock()
         self._shared_lock = threading.Lock()
-        self._shared_digest: str | None = None
         self._shared_result: tuple[bool, str] = (True, "")
-        self._shared_applied_at = 0.0
+        self._shared_applied_at: float | None = None  # None: not applied (or released)
         self._seen_pods: collections.OrderedDict[str, None] = collections.OrderedDict()
         self._seen_guard = threading.Lock()
         self._known: set[tuple[str, str]] = set()
@@ -155,6 +152,23 @@ class ProbeReconciler:
             current = None  # someone else wrote: read again and redo the change
         self.metrics.errors.labels("status").inc()
         raise RetryableError(f"status of {namespace}/{name}: too many conflicting writers", 2.0)
+
+    def _write_reconciled(
+        self,
+        body: Mapping[str, Any],
+        generation: int | None,
+        outcome: ReconcileOutcome,
+        spec: ProbeSpec | None,
+    ) -> dict[str, Any] | None:
+        namespace, name, _ = probe_identity(body)
+        return self._write_status(
+            namespace,
+            name,
+            lambda cur: reconciled_status(
+                cur.get("status"), generation, outcome, spec, self.clock()
+            ),
+            body,
+        )
 
     # -- events ------------------------------------------------------------------------------
     def event(
@@ -244,14 +258,8 @@ class ProbeReconciler:
             self.metrics.reconciles.labels("retry").inc()
             self.metrics.errors.labels("apply").inc()
             message = f"applying CronJob failed: {exc}"
-            outcome = ReconcileOutcome(cronjob_name(name), error=message)
-            self._write_status(
-                namespace,
-                name,
-                lambda cur: reconciled_status(
-                    cur.get("status"), generation, outcome, spec, self.clock()
-                ),
-                body,
+            self._write_reconciled(
+                body, generation, ReconcileOutcome(cronjob_name(name), error=message), spec
             )
             raise RetryableError(message) from exc
         monitoring_ok, monitoring_message = self._apply_monitoring(desired.owned_monitoring)
@@ -262,14 +270,7 @@ class ProbeReconciler:
             monitoring_message=monitoring_message,
         )
         before = body.get("status") or {}
-        written = self._write_status(
-            namespace,
-            name,
-            lambda cur: reconciled_status(
-                cur.get("status"), generation, outcome, spec, self.clock()
-            ),
-            body,
-        )
+        written = self._write_reconciled(body, generation, outcome, spec)
         self.metrics.reconciles.labels("ok").inc()
         previous = condition(before, "MonitoringReady")
         if (
@@ -292,14 +293,7 @@ class ProbeReconciler:
         log.warning("%s/%s: %s", namespace, name, message)
         outcome = ReconcileOutcome(cronjob_name(name), error=message, permanent=True)
         previous = condition(body.get("status") or {}, "Stalled")
-        self._write_status(
-            namespace,
-            name,
-            lambda cur: reconciled_status(
-                cur.get("status"), generation, outcome, spec, self.clock()
-            ),
-            body,
-        )
+        self._write_reconciled(body, generation, outcome, spec)
         if previous is None or previous.get("message") != message:
             self.event(body, "InvalidSpec", message)
 
@@ -333,41 +327,32 @@ class ProbeReconciler:
             return False, "; ".join(problems)
         return True, "monitoring objects are in place"
 
-    def ensure_shared(self, force: bool = False) -> tuple[bool, str]:
-        """Apply the shared ServiceMonitor/dashboards once per content (and per resync)."""
+    def ensure_shared(self) -> tuple[bool, str]:
+        """Apply the shared ServiceMonitor/dashboards once (again after each resync period).
+
+        They depend only on the process's settings, so nothing but time can make them stale.
+        """
         objects = shared_objects(self.config.monitoring)
         if not objects:
             return True, ""
-        digest = hashlib.sha256(json.dumps(objects, sort_keys=True).encode()).hexdigest()
         with self._shared_lock:
-            fresh = self.clock() - self._shared_applied_at < max(self.config.resync_seconds, 60)
-            if not force and digest == self._shared_digest and fresh:
+            applied_at = self._shared_applied_at
+            period = max(self.config.resync_seconds, 60)
+            if applied_at is not None and self.clock() - applied_at < period:
                 return self._shared_result
             problems = [p for p in (self._apply_one(o) for o in objects) if p]
             self._shared_result = (not problems, "; ".join(problems))
-            self._shared_digest = digest
             self._shared_applied_at = self.clock()
             return self._shared_result
 
     def _other_probes_remain(self, namespace: str, name: str) -> bool:
-        scopes = self.config.watch_namespaces or (None,)
-        for scope in scopes:
-            token: str | None = None
-            for _page in range(1000):
-                doc = self.kube.request(
-                    "GET",
-                    resource_path(API_VERSION, PLURAL, scope),
-                    query={"limit": 100, "continue": token},
-                )
-                for item in doc.get("items") or []:
-                    meta = item.get("metadata") or {}
-                    if (meta.get("namespace"), meta.get("name")) == (namespace, name):
-                        continue
-                    if not meta.get("deletionTimestamp"):
-                        return True
-                token = (doc.get("metadata") or {}).get("continue")
-                if not token:
-                    break
+        for scope in self.config.watch_namespaces or (None,):
+            for item in self.kube.list(API_VERSION, PLURAL, scope):
+                meta = item.get("metadata") or {}
+                if (meta.get("namespace"), meta.get("name")) == (namespace, name):
+                    continue
+                if not meta.get("deletionTimestamp"):
+                    return True
         return False
 
     def release_shared_if_unused(self, namespace: str, name: str) -> None:
@@ -376,16 +361,14 @@ class ProbeReconciler:
                 return
             for obj in shared_objects(self.config.monitoring):
                 meta = obj["metadata"]
-                plural = {"ServiceMonitor": "servicemonitors", "ConfigMap": "configmaps"}[
-                    obj["kind"]
-                ]
+                plural = PLURALS[obj["kind"]]
                 try:
                     self.kube.delete(obj["apiVersion"], plural, meta["namespace"], meta["name"])
                 except KubeError as exc:
                     if not _missing_kind(exc):
                         self.metrics.errors.labels("monitoring").inc()
                         log.warning("shared %s %s not deleted: %s", obj["kind"], meta["name"], exc)
-            self._shared_digest = None
+            self._shared_applied_at = None
             log.info("last TracerouteProbe gone: shared monitoring objects removed")
 
     # -- Pushgateway -------------------------------------------------------------------------

@@ -15,12 +15,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from .pathchange import Path
+
 # The kubelet caps termination messages at 4096 bytes; anything far larger is not ours.
 MAX_MESSAGE_BYTES = 64 * 1024
 MAX_TARGETS = 64
 MAX_TTL = 255
-
-Path = tuple[frozenset[str], ...]
 
 
 class ResultError(ValueError):

@@ -103,6 +103,8 @@ def reconciled_status(
     """Status after a reconcile: conditions and the target list for the current spec."""
     status: Status = copy.deepcopy(dict(old or {}))
     conditions = list(status.get("conditions") or [])
+    # (status, reason, message) of Ready, Reconciling and Stalled
+    kstatus: tuple[tuple[str, str, str], ...]
     if outcome.error is None:
         status["observedGeneration"] = generation
         ready_reason, ready_message = (
@@ -110,35 +112,29 @@ def reconciled_status(
             if outcome.suspended
             else ("CronJobReady", f"CronJob {outcome.cronjob_name} is in place")
         )
-        conditions = set_condition(
-            conditions, "Ready", "True", ready_reason, ready_message, generation, now
-        )
-        conditions = set_condition(
-            conditions, "Reconciling", "False", "Reconciled", "", generation, now
-        )
-        conditions = set_condition(
-            conditions, "Stalled", "False", "Reconciled", "", generation, now
+        kstatus = (
+            ("True", ready_reason, ready_message),
+            ("False", "Reconciled", ""),
+            ("False", "Reconciled", ""),
         )
     elif outcome.permanent:
         # the spec was acted on as far as it can be: observedGeneration says "seen"
         status["observedGeneration"] = generation
-        conditions = set_condition(
-            conditions, "Ready", "False", "InvalidSpec", outcome.error, generation, now
-        )
-        conditions = set_condition(
-            conditions, "Reconciling", "False", "InvalidSpec", "", generation, now
-        )
-        conditions = set_condition(
-            conditions, "Stalled", "True", "InvalidSpec", outcome.error, generation, now
+        kstatus = (
+            ("False", "InvalidSpec", outcome.error),
+            ("False", "InvalidSpec", ""),
+            ("True", "InvalidSpec", outcome.error),
         )
     else:
-        conditions = set_condition(
-            conditions, "Ready", "False", "Retrying", outcome.error, generation, now
+        kstatus = (
+            ("False", "Retrying", outcome.error),
+            ("True", "Retrying", outcome.error),
+            ("False", "Retrying", ""),
         )
-        conditions = set_condition(
-            conditions, "Reconciling", "True", "Retrying", outcome.error, generation, now
-        )
-        conditions = set_condition(conditions, "Stalled", "False", "Retrying", "", generation, now)
+    for type_, (value, reason, message) in zip(
+        ("Ready", "Reconciling", "Stalled"), kstatus, strict=True
+    ):
+        conditions = set_condition(conditions, type_, value, reason, message, generation, now)
     for type_ in ("Reachable", "PathStable"):
         if condition({"conditions": conditions}, type_) is None:
             conditions = set_condition(
