@@ -12,13 +12,14 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+# The probe refuses these as --label (exit 2): one list, so the operator never accepts a
+# metricLabels key that would make every run of the probe fail.
+from traceroute_probe.metrics import RESERVED_LABELS
+
 from .config import SecretKeyRef
 
 DEFAULT_SCHEDULE = "*/5 * * * *"
 _PROM_LABEL = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]{0,62}$")
-RESERVED_METRIC_LABELS = frozenset(
-    {"job", "instance", "namespace", "probe", "target", "flow", "ttl", "ip", "from", "to", "kind"}
-)
 
 
 class SpecError(ValueError):
@@ -228,7 +229,7 @@ def _metric_labels(raw: Any) -> dict[str, str]:
     if len(labels) > 8:
         raise SpecError("spec.metricLabels: at most 8 labels")
     for key, value in labels.items():
-        if not _PROM_LABEL.match(key) or key.startswith("__") or key in RESERVED_METRIC_LABELS:
+        if not _PROM_LABEL.match(key) or key.startswith("__") or key in RESERVED_LABELS:
             raise SpecError(f"spec.metricLabels: {key!r} is not an allowed label name")
         if len(value) > 128:
             raise SpecError(f"spec.metricLabels[{key}]: at most 128 characters")

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 import yaml
 from traceroute_operator.spec import ProbeSpec
+from traceroute_probe.metrics import RESERVED_LABELS
 
 CRD_PATH = Path(__file__).resolve().parents[2] / "crds" / "tracerouteprobes.yaml"
 
@@ -208,3 +209,15 @@ def test_spec_fields_are_all_read_by_the_operator(spec_schema: dict[str, Any]) -
     }
     assert set(spec_schema["properties"]) == set(camel_to_field)
     assert set(camel_to_field.values()) == fields
+
+
+def test_metric_labels_rule_reserves_exactly_the_probes_reserved_labels(
+    spec_schema: dict[str, Any],
+) -> None:
+    """The CEL rule repeats the probe's list in YAML; it must not drift from it."""
+    (rule,) = spec_schema["properties"]["metricLabels"]["x-kubernetes-validations"]
+    listed = rule["rule"][rule["rule"].index("k in [") + len("k in [") :].split("]")[0]
+    names = {name.strip().strip("'") for name in listed.split(",")}
+    assert names == set(RESERVED_LABELS)
+    for name in RESERVED_LABELS:
+        assert name in rule["message"]
