@@ -30,7 +30,6 @@ from __future__ import annotations
 import errno
 import heapq
 import os
-import resource
 import selectors
 import struct
 import time
@@ -104,7 +103,6 @@ class _Probe:
     ttl: int
     attempt: int
     awaited: bool  # completion waits for it (first attempts and retries), others not
-    retry: bool = False
     sent_ns: int = 0
     settled: bool = False
     answered: bool = False
@@ -124,7 +122,6 @@ class _Cell:
     first_wave_released: int = 0
     retried: bool = False
     waiting_retry: bool = False
-    silent: int = 0
     responder: str | None = None
 
     @property
@@ -191,7 +188,6 @@ class _TargetState:
         self.rtt_by_ttl: dict[int, float] = {}  # largest RTT (s) seen per TTL
         self.error: TargetError | None = spec.error
         self.complete = spec.error is not None
-        self.started_ns = 0
         self.finished_ns = 0
         self.sockets: dict[int, ProbeSocket] = {}  # flow index -> per-flow socket
         self.source: str | None = None
@@ -233,10 +229,6 @@ class _TargetState:
         return self.rtt_by_ttl[min(later)] if later else None
 
 
-class WaveError(Exception):
-    """A problem that prevents the whole run (not a single target) from starting."""
-
-
 class _Wave:
     def __init__(self, specs: Sequence[TargetSpec], opts: WaveOptions) -> None:
         if opts.protocol not in PROTOCOLS:
@@ -253,15 +245,14 @@ class _Wave:
         self.shared: dict[tuple[str, int], ProbeSocket] = {}  # (kind, family) -> socket
         self.routes: dict[tuple[object, ...], tuple[_TargetState, int]] = {}
         self.outstanding: dict[tuple[int, int, int, int], _Probe] = {}
-        # order, ttl, flow, target, attempt, awaited, retry: first attempts and low TTLs
+        # order, ttl, flow, target, attempt, awaited: first attempts and low TTLs
         # first; per TTL one flow of every target before the next flow (shared first hops)
-        self.queue: list[tuple[int, int, int, int, int, int, int]] = []
+        self.queue: list[tuple[int, int, int, int, int, int]] = []
         self.tokens = _TokenModel(opts.ratelimit_burst, opts.ratelimit_interval)
         self.pps_tokens = max(1.0, opts.pps / 4.0)
         self.pps_burst = self.pps_tokens
         self.pps_last_ns = 0
         self.sent_total = 0
-        self.raw_icmp = False
         self.ttl_responders: dict[tuple[int, int], str] = {}  # (family, ttl) -> router
 
     # --- sockets ---------------------------------------------------------------------------
@@ -456,7 +447,7 @@ class _Wave:
             order = 1
         heapq.heappush(
             self.queue,
-            (order, ttl, flow, target.index, attempt, int(awaited), int(retry)),
+            (order, ttl, flow, target.index, attempt, int(awaited)),
         )
 
     def _release(self, now_ns: int) -> int | None:
@@ -547,10 +538,10 @@ class _Wave:
                 self.pps_burst, self.pps_tokens + (now_ns - self.pps_last_ns) / _NS * rate
             )
         self.pps_last_ns = now_ns
-        busy_flow: list[tuple[int, int, int, int, int, int, int]] = []
+        busy_flow: list[tuple[int, int, int, int, int, int]] = []
         while self.queue and self.pps_tokens >= 1.0:
             entry = heapq.heappop(self.queue)
-            _order, ttl, flow, target_index, attempt, awaited, retry = entry
+            _order, ttl, flow, target_index, attempt, awaited = entry
             target = self.targets[target_index]
             cell = target.cell(flow, ttl)
             live = not target.complete and ttl <= target.release_limit
@@ -562,7 +553,7 @@ class _Wave:
                 cell.queued_awaited -= 1
             if not live:
                 continue
-            probe = _Probe(target, flow, ttl, attempt, awaited=bool(awaited), retry=bool(retry))
+            probe = _Probe(target, flow, ttl, attempt, awaited=bool(awaited))
             try:
                 if target.tcp_connect:
                     probe.sent_ns = self._start_connect(target, probe)
@@ -799,8 +790,6 @@ class _Wave:
         if not probe.settled:
             probe.settled = True
             self.outstanding.pop((target.index, flow, ttl, attempt), None)
-        else:
-            cell.silent = max(0, cell.silent - 1)  # a late reply: it was not silence
         reached = responder == target.address and not (
             isinstance(reply, IcmpError) and reply.is_time_exceeded
         )
@@ -854,7 +843,6 @@ class _Wave:
                 probe.settled = True
                 del self.outstanding[key]
                 self._end_connect_of(probe)
-                target.cell(probe.flow, probe.ttl).silent += 1
             else:
                 nearest = due if nearest is None else min(nearest, due)
         return nearest
@@ -1003,9 +991,4 @@ def run_wave(
     return _Wave(targets, options or WaveOptions()).run()
 
 
-def peak_rss_kib() -> int:
-    """Peak resident set size of this process (KiB), for the benchmark."""
-    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
-
-
-__all__ = ["PROTOCOLS", "TargetSpec", "WaveError", "WaveOptions", "peak_rss_kib", "run_wave"]
+__all__ = ["PROTOCOLS", "TargetSpec", "WaveOptions", "run_wave"]

@@ -204,11 +204,7 @@ def _handler(settings: PushSettings) -> Handler:
     return handler
 
 
-def push(
-    registry: CollectorRegistry,
-    settings: PushSettings,
-    sleep: Callable[[float], None] = time.sleep,
-) -> None:
+def push(registry: CollectorRegistry, settings: PushSettings) -> None:
     """PUT the registry as the probe's group; retries with backoff, then PushError."""
     grouping = {"namespace": settings.namespace, "probe": settings.probe}
     delay = settings.backoff
@@ -233,6 +229,6 @@ def push(
         except (OSError, PushError, ValueError) as err:
             last = str(err) or type(err).__name__
         if attempt + 1 < settings.attempts:
-            sleep(delay)
+            time.sleep(delay)
             delay *= 2
     raise PushError(f"push to {settings.url} failed: {last}")

@@ -42,12 +42,10 @@ _IPV6_FRAGMENT = 44
 _IPV6_AH = 51
 
 PAYLOAD_MAGIC = b"tR"
-ICMP_PAYLOAD_LEN = 8  # magic(2) + run token(4) + checksum compensation(2)
 UDP_PAYLOAD_LEN = 8  # magic(2) + run token(4) + sequence(2)
 
 TCP_SYN = 0x02
 TCP_RST = 0x04
-TCP_ACK = 0x10
 
 
 # --- sequence encoding -----------------------------------------------------------------
@@ -192,8 +190,10 @@ class IcmpError:
     @property
     def is_port_unreachable(self) -> bool:
         if self.family == 4:
-            return self.icmp_type == ICMP4_DEST_UNREACH and self.icmp_code == 3
-        return self.icmp_type == ICMP6_DEST_UNREACH and self.icmp_code == ICMP6_PORT_UNREACH_CODE
+            unreach, port_code = ICMP4_DEST_UNREACH, ICMP4_PORT_UNREACH_CODE
+        else:
+            unreach, port_code = ICMP6_DEST_UNREACH, ICMP6_PORT_UNREACH_CODE
+        return self.icmp_type == unreach and self.icmp_code == port_code
 
     @property
     def is_unreachable(self) -> bool:

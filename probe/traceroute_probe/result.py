@@ -211,8 +211,9 @@ def _short(text: str) -> str:
     return text if len(text) <= _ERROR_TEXT_LIMIT else text[: _ERROR_TEXT_LIMIT - 3] + "..."
 
 
-def termination_message(run: RunResult, limit: int = TERMINATION_MESSAGE_LIMIT) -> str:
-    """The compact result (contracts.md section 3), degraded to stay within ``limit`` bytes.
+def termination_message(run: RunResult) -> str:
+    """The compact result (contracts.md section 3), degraded to stay within
+    ``TERMINATION_MESSAGE_LIMIT`` bytes.
 
     Degradation order: drop ``rtt``; null ``p`` from the last target backwards; drop the
     per-target ``e`` texts; finally drop targets from the end. ``trunc`` says it happened.
@@ -245,26 +246,26 @@ def termination_message(run: RunResult, limit: int = TERMINATION_MESSAGE_LIMIT) 
         return json.dumps(doc, separators=(",", ":"), ensure_ascii=True)
 
     text = encoded()
-    if len(text) <= limit:
+    if len(text) <= TERMINATION_MESSAGE_LIMIT:
         return text
     for entry in entries:
         entry.pop("rtt", None)
     doc["trunc"] = True
     text = encoded()
     for entry in reversed(entries):
-        if len(text) <= limit:
+        if len(text) <= TERMINATION_MESSAGE_LIMIT:
             return text
         entry["p"] = None
         text = encoded()
     for entry in entries:
-        if len(text) <= limit:
+        if len(text) <= TERMINATION_MESSAGE_LIMIT:
             return text
         entry.pop("e", None)
         text = encoded()
-    while len(text) > limit and entries:
+    while len(text) > TERMINATION_MESSAGE_LIMIT and entries:
         entries.pop()
         text = encoded()
-    if len(text) > limit:
+    if len(text) > TERMINATION_MESSAGE_LIMIT:
         doc["err"] = []
         text = encoded()
     return text

@@ -267,16 +267,6 @@ def open_raw(family: int, protocol: int) -> ProbeSocket:
     return ProbeSocket(sock, family)
 
 
-def raw_sockets_allowed(family: int) -> bool:
-    try:
-        socket.socket(
-            _af(family), socket.SOCK_RAW, socket.IPPROTO_ICMP if family == 4 else 58
-        ).close()
-    except OSError:
-        return False
-    return True
-
-
 def source_address(destination: str, family: int) -> str:
     """The local address the kernel would use towards ``destination`` (no packet sent)."""
     with socket.socket(_af(family), socket.SOCK_DGRAM) as sock:
