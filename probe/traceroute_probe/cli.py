@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from typing import NoReturn
 
 from . import __version__
-from .engine import DEFAULT_PORTS, PROTOCOLS, TargetSpec, WaveOptions, run_wave
+from .engine import PROTOCOLS, TargetSpec, WaveOptions, run_wave
 from .result import RunResult, TargetError, TargetResult, termination_message
 from .table import render
 
@@ -274,7 +274,7 @@ def _main(argv: Sequence[str] | None) -> int:
     ]
     options = WaveOptions(
         protocol=args.protocol,
-        port=args.port if args.port is not None else DEFAULT_PORTS[args.protocol],
+        port=args.port,  # None: WaveOptions.dst_port picks the protocol's default
         max_hops=args.max_hops,
         flows=args.flows,
         probes_per_hop=args.probes_per_hop,

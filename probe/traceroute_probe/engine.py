@@ -33,8 +33,10 @@ import os
 import selectors
 import struct
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from functools import partial
+from typing import TypeVar
 
 from . import packets
 from .flows import Flow, derive_flows
@@ -59,6 +61,7 @@ PROTOCOLS = ("icmp", "udp", "tcp")
 DEFAULT_PORTS = {"icmp": 0, "udp": 33434, "tcp": 443}
 _NS = 1_000_000_000
 _BIND_ATTEMPTS = 8
+_Bound = TypeVar("_Bound")
 
 
 @dataclass(frozen=True)
@@ -304,39 +307,24 @@ class _Wave:
                 return
             for i, flow in enumerate(target.flows):
                 sock = open_icmp(family, raw=False)
-                candidate = flow
-                for attempt in range(_BIND_ATTEMPTS):
-                    try:
-                        bind_ping_ident(sock, candidate.icmp_id)
-                        break
-                    except OSError as err:
-                        if err.errno != errno.EADDRINUSE or attempt == _BIND_ATTEMPTS - 1:
-                            sock.close()
-                            raise
-                        candidate = candidate.with_alternative(attempt)
+                try:
+                    _bind_free(flow, partial(_bind_ping_flow, sock))
+                except OSError:
+                    sock.close()
+                    raise
                 sock.enable_recverr()
-                target.flows[i] = Flow(
-                    flow.index, ping_ident(sock), flow.flow_sum, flow.src_port, flow.dst_port
-                )
+                target.flows[i] = replace(flow, icmp_id=ping_ident(sock))
                 target.sockets[flow.index] = sock
                 self._register(sock, ("flow", target.index, flow.index))
         elif opts.protocol == "udp":
             if opts.socket_mode == "raw":
                 raise SocketOpenError("socket", "udp probing uses datagram sockets only")
             for i, flow in enumerate(target.flows):
-                candidate = flow
-                for attempt in range(_BIND_ATTEMPTS):
-                    try:
-                        sock = open_udp(family, candidate.src_port, target.address, flow.dst_port)
-                        break
-                    except OSError as err:
-                        if err.errno != errno.EADDRINUSE or attempt == _BIND_ATTEMPTS - 1:
-                            raise
-                        candidate = candidate.with_alternative(attempt)
-                sock.enable_recverr()
-                target.flows[i] = Flow(
-                    flow.index, flow.icmp_id, flow.flow_sum, candidate.src_port, flow.dst_port
+                bound, sock = _bind_free(
+                    flow, lambda f: open_udp(family, f.src_port, target.address, f.dst_port)
                 )
+                sock.enable_recverr()
+                target.flows[i] = replace(flow, src_port=bound.src_port)
                 target.sockets[flow.index] = sock
                 self._register(sock, ("flow", target.index, flow.index))
         else:  # tcp
@@ -363,18 +351,8 @@ class _Wave:
     def _open_tcp_connect(self, target: _TargetState) -> None:
         """Connect probes need no socket up front; check each flow's source port now."""
         for i, flow in enumerate(target.flows):
-            candidate = flow
-            for attempt in range(_BIND_ATTEMPTS):
-                try:
-                    reserve_tcp_port(target.family, candidate.src_port)
-                    break
-                except OSError as err:
-                    if err.errno != errno.EADDRINUSE or attempt == _BIND_ATTEMPTS - 1:
-                        raise
-                    candidate = candidate.with_alternative(attempt)
-            target.flows[i] = Flow(
-                flow.index, flow.icmp_id, flow.flow_sum, candidate.src_port, flow.dst_port
-            )
+            bound, _ = _bind_free(flow, lambda f: reserve_tcp_port(target.family, f.src_port))
+            target.flows[i] = replace(flow, src_port=bound.src_port)
         target.tcp_connect = True
 
     def _end_connect(self, target: _TargetState, flow: int) -> None:
@@ -970,6 +948,24 @@ class _Wave:
                 "checksum": ~flow.flow_sum & 0xFFFF,
             }
         return {"flow": flow.index, "src_port": flow.src_port, "dst_port": flow.dst_port}
+
+
+def _bind_free(flow: Flow, bind: Callable[[Flow], _Bound]) -> tuple[Flow, _Bound]:
+    """``bind(flow)``, retried with the flow's alternatives while its identifier or port is
+    taken (EADDRINUSE), at most ``_BIND_ATTEMPTS`` times; the flow that bound and the result."""
+    candidate = flow
+    for attempt in range(_BIND_ATTEMPTS - 1):
+        try:
+            return candidate, bind(candidate)
+        except OSError as err:
+            if err.errno != errno.EADDRINUSE:
+                raise
+        candidate = candidate.with_alternative(attempt)
+    return candidate, bind(candidate)
+
+
+def _bind_ping_flow(probe_socket: ProbeSocket, flow: Flow) -> None:
+    bind_ping_ident(probe_socket, flow.icmp_id)
 
 
 def _rx_time(item: Received) -> int:

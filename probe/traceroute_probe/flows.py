@@ -26,12 +26,12 @@ class Flow:
 
     def with_alternative(self, attempt: int) -> Flow:
         """Another identifier/port derived from this one, when the first is taken."""
-        digest = _digest(f"{self.icmp_id}:{self.src_port}:{attempt}", 0)
+        icmp_id, src_port = _ident_and_port(_digest(f"{self.icmp_id}:{self.src_port}:{attempt}", 0))
         return Flow(
             index=self.index,
-            icmp_id=1 + digest % 0xFFFE,
+            icmp_id=icmp_id,
             flow_sum=self.flow_sum,
-            src_port=SOURCE_PORT_BASE + (digest >> 16) % SOURCE_PORT_SPAN,
+            src_port=src_port,
             dst_port=self.dst_port,
         )
 
@@ -39,6 +39,11 @@ class Flow:
 def _digest(seed: str, index: int) -> int:
     raw = hashlib.blake2b(f"{seed}\x00{index}".encode(), digest_size=8).digest()
     return int.from_bytes(raw, "big")
+
+
+def _ident_and_port(digest: int) -> tuple[int, int]:
+    """ICMP identifier (1..0xfffe) and source port of a flow, from its digest."""
+    return 1 + digest % 0xFFFE, SOURCE_PORT_BASE + (digest >> 16) % SOURCE_PORT_SPAN
 
 
 def derive_flows(seed: str, count: int, dst_port: int) -> list[Flow]:
@@ -49,8 +54,7 @@ def derive_flows(seed: str, count: int, dst_port: int) -> list[Flow]:
     salt = 0
     while len(flows) < count:
         digest = _digest(seed, len(flows) + salt * 1000)
-        icmp_id = 1 + digest % 0xFFFE
-        src_port = SOURCE_PORT_BASE + (digest >> 16) % SOURCE_PORT_SPAN
+        icmp_id, src_port = _ident_and_port(digest)
         flow_sum = 1 + (digest >> 32) % 0xFFFE
         if icmp_id in used_ids or src_port in used_ports:
             salt += 1  # bounded in practice: collisions among a handful of flows are rare

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Gauge, push_to_gateway
 
-from .result import RunResult, TargetResult
+from .result import RunResult, TargetResult, rtt_stats_ms
 
 JOB = "traceroute"
 
@@ -149,7 +149,7 @@ def build_registry(run: RunResult, extra_labels: Mapping[str, str]) -> Collector
                 put("traceroute_hop_probes_sent", fh.sent, name, flow, ttl)
                 put("traceroute_hop_replies", fh.replies, name, flow, ttl)
                 put("traceroute_hop_loss_ratio", fh.loss_ratio, name, flow, ttl)
-                stats = fh.rtt_stats_ms()
+                stats = rtt_stats_ms(fh.rtts_ms)
                 if stats is not None:
                     for suffix, value in zip(("min", "avg", "max", "stddev"), stats, strict=True):
                         put(f"traceroute_hop_rtt_{suffix}_seconds", value / 1000.0, name, flow, ttl)

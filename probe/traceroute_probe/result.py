@@ -14,6 +14,18 @@ TERMINATION_MESSAGE_LIMIT = 4096
 _ERROR_TEXT_LIMIT = 200
 
 
+def rtt_stats_ms(rtts_ms: list[float]) -> tuple[float, float, float, float] | None:
+    """(min, avg, max, population stddev) of RTTs in ms, or None without samples."""
+    if not rtts_ms:
+        return None
+    return (
+        min(rtts_ms),
+        statistics.fmean(rtts_ms),
+        max(rtts_ms),
+        statistics.pstdev(rtts_ms),
+    )
+
+
 @dataclass
 class FlowHop:
     """What one flow saw at one TTL."""
@@ -31,17 +43,6 @@ class FlowHop:
     @property
     def loss_ratio(self) -> float:
         return 0.0 if self.sent == 0 else max(0.0, 1.0 - self.replies / self.sent)
-
-    def rtt_stats_ms(self) -> tuple[float, float, float, float] | None:
-        """(min, avg, max, population stddev) in ms, or None without samples."""
-        if not self.rtts_ms:
-            return None
-        return (
-            min(self.rtts_ms),
-            statistics.fmean(self.rtts_ms),
-            max(self.rtts_ms),
-            statistics.pstdev(self.rtts_ms),
-        )
 
     @property
     def main_responder(self) -> str | None:
@@ -197,13 +198,12 @@ def _round(value: float | None, digits: int = 3) -> float | None:
 
 
 def _stats_json(rtts: list[float]) -> dict[str, float] | None:
-    if not rtts:
+    stats = rtt_stats_ms(rtts)
+    if stats is None:
         return None
     return {
-        "min": round(min(rtts), 3),
-        "avg": round(statistics.fmean(rtts), 3),
-        "max": round(max(rtts), 3),
-        "stddev": round(statistics.pstdev(rtts), 3),
+        name: round(value, 3)
+        for name, value in zip(("min", "avg", "max", "stddev"), stats, strict=True)
     }
 
 

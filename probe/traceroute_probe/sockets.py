@@ -57,6 +57,10 @@ def _af(family: int) -> socket.AddressFamily:
     return socket.AF_INET if family == 4 else socket.AF_INET6
 
 
+def _any_address(family: int) -> str:
+    return "0.0.0.0" if family == 4 else "::"
+
+
 @dataclass
 class Received:
     data: bytes
@@ -165,8 +169,7 @@ def open_icmp(family: int, *, raw: bool) -> ProbeSocket:
 
 def bind_ping_ident(probe_socket: ProbeSocket, ident: int) -> None:
     """Ping sockets take their ICMP identifier from the bound "port"."""
-    host = "0.0.0.0" if probe_socket.family == 4 else "::"
-    probe_socket.sock.bind((host, ident))
+    probe_socket.sock.bind((_any_address(probe_socket.family), ident))
 
 
 def ping_ident(probe_socket: ProbeSocket) -> int:
@@ -176,16 +179,12 @@ def ping_ident(probe_socket: ProbeSocket) -> int:
 def open_udp(family: int, src_port: int, destination: str, dst_port: int) -> ProbeSocket:
     sock = socket.socket(_af(family), socket.SOCK_DGRAM)
     try:
-        sock.bind(("0.0.0.0" if family == 4 else "::", src_port))
+        sock.bind((_any_address(family), src_port))
         sock.connect((destination, dst_port))
     except OSError:
         sock.close()
         raise
     return ProbeSocket(sock, family)
-
-
-def _any_address(family: int) -> str:
-    return "0.0.0.0" if family == 4 else "::"
 
 
 def reserve_tcp_port(family: int, src_port: int) -> None:

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import statistics
-
-from .result import RunResult, TargetResult
+from .result import RunResult, TargetResult, rtt_stats_ms
 
 _HEADER = (
     f"{'TTL':>4}  {'Host':<40} {'Loss%':>6} {'Snt':>4} "
@@ -40,12 +38,11 @@ def render_target(t: TargetResult) -> str:
         if hop.rate_limited:
             host += " (rate-limited?)"
         row = f"{hop.ttl:>4}  {host:<40} {loss:>6} {hop.sent:>4}"
-        if rtts:
+        stats = rtt_stats_ms(rtts)
+        if stats is not None:
+            best, avg, worst, stddev = stats
             last = next((f.rtts_ms[-1] for f in reversed(hop.flows) if f.rtts_ms), rtts[-1])
-            row += (
-                f" {_ms(last)} {_ms(statistics.fmean(rtts))} {_ms(min(rtts))}"
-                f" {_ms(max(rtts))} {_ms(statistics.pstdev(rtts))}"
-            )
+            row += f" {_ms(last)} {_ms(avg)} {_ms(best)} {_ms(worst)} {_ms(stddev)}"
         lines.append(row)
         lines.extend(f"{'':>4}  {other}" for other in addresses[1:])
     if t.reached:
