@@ -238,6 +238,8 @@ class _Wave:
             raise ValueError(f"unknown protocol {opts.protocol!r}")
         self.opts = opts
         self.run_token = int.from_bytes(os.urandom(4), "big")
+        # ICMP and UDP probe payloads start with it; every reply's quote is checked for it.
+        self.payload_marker = packets.PAYLOAD_MAGIC + self.run_token.to_bytes(4, "big")
         self.nonce = self.run_token & 0x0F
         self.tcp_nonce = (self.run_token >> 8) & 0xFFFF
         self.targets = [
@@ -698,9 +700,7 @@ class _Wave:
         """A quote long enough to hold our marker must carry this run's marker."""
         if len(payload) < 6:
             return True  # RFC 792 routers quote 8 bytes only: the sequence decides
-        return payload[:2] == packets.PAYLOAD_MAGIC and payload[2:6] == self.run_token.to_bytes(
-            4, "big"
-        )
+        return payload[:6] == self.payload_marker
 
     def _udp_sequence(self, payload: bytes) -> int | None:
         if len(payload) < packets.UDP_PAYLOAD_LEN or not self._payload_ok(payload):

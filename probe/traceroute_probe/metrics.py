@@ -209,15 +209,20 @@ def push(registry: CollectorRegistry, settings: PushSettings) -> None:
     grouping = {"namespace": settings.namespace, "probe": settings.probe}
     delay = settings.backoff
     last = "no attempt"
+    # Built once (the SSL context reads the CA file), inside the try so that a failure
+    # to build it is retried and reported like any other failed attempt.
+    handler: Handler | None = None
     for attempt in range(max(1, settings.attempts)):
         try:
+            if handler is None:
+                handler = _handler(settings)
             push_to_gateway(
                 settings.url,
                 job=JOB,
                 registry=registry,
                 grouping_key=grouping,
                 timeout=settings.timeout,
-                handler=_handler(settings),
+                handler=handler,
             )
             return
         except urllib.error.HTTPError as err:
