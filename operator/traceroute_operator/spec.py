@@ -17,6 +17,7 @@ from typing import Any
 from traceroute_probe.metrics import RESERVED_LABELS
 
 from .config import SecretKeyRef
+from .monitoring.schedule import ScheduleError, max_interval_seconds
 
 DEFAULT_SCHEDULE = "*/5 * * * *"
 _PROM_LABEL = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]{0,62}$")
@@ -102,6 +103,12 @@ class ProbeSpec:
         schedule = spec.get("schedule", DEFAULT_SCHEDULE)
         if not isinstance(schedule, str) or not schedule.strip() or len(schedule) > 128:
             raise SpecError("spec.schedule: must be a cron expression")
+        # the CRD checks only the shape ("61 * * * *" passes); a schedule that cannot run
+        # must stall the probe with this message, not fail every reconcile later
+        try:
+            max_interval_seconds(schedule)
+        except ScheduleError as exc:
+            raise SpecError(f"spec.schedule: {exc}") from exc
         time_zone = spec.get("timeZone")
         if time_zone is not None and (not isinstance(time_zone, str) or not time_zone):
             raise SpecError("spec.timeZone: must be an IANA time zone name")
