@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
-from .builders.cronjob import effective_pushgateway, probe_identity
+from .builders.cronjob import effective_pushgateway
 from .children import SWITCH_OF_KIND, desired_objects, shared_objects
 from .config import OperatorConfig
 from .kube import PLURALS, Kube, KubeError
@@ -32,6 +32,7 @@ from .naming import (
     LABEL_PROBE_UID,
     PLURAL,
     cronjob_name,
+    probe_identity,
 )
 from .pushgateway import (
     PushgatewayEndpoint,

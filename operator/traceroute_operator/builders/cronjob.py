@@ -7,45 +7,17 @@ from typing import Any
 
 from ..config import OperatorConfig, SecretKeyRef
 from ..naming import (
-    API_VERSION,
     CONTAINER_NAME,
-    KIND,
     TERMINATION_MESSAGE_PATH,
     cronjob_name,
+    owner_reference,
+    probe_identity,
     probe_labels,
 )
 from ..spec import BasicAuthRef, ProbeSpec
 
 CA_MOUNT = "/etc/traceroute-probe/pushgateway-ca"
 AUTH_MOUNT = "/etc/traceroute-probe/pushgateway-auth"
-
-
-def probe_identity(probe: Mapping[str, Any]) -> tuple[str, str, str | None]:
-    """(namespace, name, uid) of a TracerouteProbe body."""
-    meta = probe.get("metadata") or {}
-    name = meta.get("name")
-    namespace = meta.get("namespace")
-    if not isinstance(name, str) or not name:
-        raise ValueError("TracerouteProbe without metadata.name")
-    if not isinstance(namespace, str) or not namespace:
-        raise ValueError(f"TracerouteProbe {name} without metadata.namespace")
-    uid = meta.get("uid")
-    return namespace, name, uid if isinstance(uid, str) and uid else None
-
-
-def owner_reference(probe: Mapping[str, Any]) -> dict[str, Any] | None:
-    """Owner reference to the probe (None when it has no uid yet, e.g. offline render)."""
-    _, name, uid = probe_identity(probe)
-    if uid is None:
-        return None
-    return {
-        "apiVersion": API_VERSION,
-        "kind": KIND,
-        "name": name,
-        "uid": uid,
-        "controller": True,
-        "blockOwnerDeletion": True,
-    }
 
 
 def effective_pushgateway(

@@ -11,7 +11,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ..naming import API_VERSION, KIND, LABEL_PROBE, bounded_name
+from .. import naming
+from ..naming import LABEL_PROBE, bounded_name
 from ._common import common_labels, duration, get_path, promql_string
 from .schedule import max_interval_seconds
 from .settings import MonitoringSettings
@@ -41,13 +42,7 @@ class ProbeIdentity:
 
 
 def probe_identity(probe: Mapping[str, Any]) -> ProbeIdentity:
-    name = get_path(probe, "metadata", "name")
-    namespace = get_path(probe, "metadata", "namespace")
-    if not isinstance(name, str) or not name:
-        raise ValueError("TracerouteProbe without metadata.name")
-    if not isinstance(namespace, str) or not namespace:
-        raise ValueError(f"TracerouteProbe {name} without metadata.namespace")
-    uid = get_path(probe, "metadata", "uid")
+    namespace, name, uid = naming.probe_identity(probe)
     schedule = get_path(probe, "spec", "schedule")
     raw_targets = get_path(probe, "spec", "targets")
     targets: list[str] = []
@@ -64,7 +59,7 @@ def probe_identity(probe: Mapping[str, Any]) -> ProbeIdentity:
     return ProbeIdentity(
         namespace=namespace,
         name=name,
-        uid=uid if isinstance(uid, str) and uid else None,
+        uid=uid,
         schedule=schedule if isinstance(schedule, str) and schedule.strip() else DEFAULT_SCHEDULE,
         targets=tuple(targets),
         suspended=get_path(probe, "spec", "suspend") is True,
@@ -114,17 +109,9 @@ def build_prometheusrule(probe: Mapping[str, Any], settings: MonitoringSettings)
             **settings.prometheusrule_labels,
         },
     }
-    if ident.uid:
-        metadata["ownerReferences"] = [
-            {
-                "apiVersion": API_VERSION,
-                "kind": KIND,
-                "name": ident.name,
-                "uid": ident.uid,
-                "controller": True,
-                "blockOwnerDeletion": True,
-            }
-        ]
+    owner = naming.owner_reference(probe)
+    if owner is not None:
+        metadata["ownerReferences"] = [owner]
     return {
         "apiVersion": "monitoring.coreos.com/v1",
         "kind": "PrometheusRule",
