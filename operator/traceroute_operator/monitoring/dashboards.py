@@ -146,29 +146,70 @@ _ANNOTATION_EXTRAS = {
 }
 
 
+def _row(ids: _Ids, title: str) -> dash.Row:
+    return dash.Row(title).id(ids())
+
+
+def _stat(ids: _Ids, title: str, expr: str, description: str, *, span: int) -> stat.Panel:
+    """A single-value panel of the latest sample, coloured by its thresholds or mappings."""
+    return (
+        stat.Panel()
+        .id(ids())
+        .title(title)
+        .description(description)
+        .datasource(DATASOURCE)
+        .with_target(_query(expr, instant=True))
+        .height(4)
+        .span(span)
+        .graph_mode(common.BigValueGraphMode.NONE)
+        .color_mode(common.BigValueColorMode.BACKGROUND)
+        .reduce_options(common_builders.ReduceDataOptions().calcs(["lastNotNull"]))
+    )
+
+
+def _timeseries(
+    ids: _Ids,
+    title: str,
+    targets: Sequence[prom.Dataquery],
+    *,
+    description: str | None = None,
+    unit: str | None = None,
+    height: int = 8,
+) -> timeseries.Panel:
+    """A half-width graph."""
+    panel = timeseries.Panel().id(ids()).title(title)
+    if description is not None:
+        panel = panel.description(description)
+    panel = panel.datasource(DATASOURCE).targets(list(targets))
+    if unit is not None:
+        panel = panel.unit(unit)
+    return panel.height(height).span(12)
+
+
+def _dashboard(title: str, *, uid: str, description: str, multi: bool, sel: str) -> dash.Dashboard:
+    """Header shared by both dashboards: variables, path-change annotation, time, refresh."""
+    return (
+        dash.Dashboard(title)
+        .uid(uid)
+        .description(description)
+        .tags(TAGS)
+        .editable()
+        .time("now-6h", "now")
+        .refresh("1m")
+        .tooltip(model.DashboardCursorSync.CROSSHAIR)
+        .variables(_variables(multi=multi))
+        .annotation(_path_change_annotation(sel))
+    )
+
+
 def build_overview_dashboard() -> dict[str, Any]:
     """Every probe and target: reached, hops, path changes, last run."""
     ids = _Ids()
     sel = 'namespace=~"$namespace", probe=~"$probe", target=~"$target"'
     probe_sel = 'namespace=~"$namespace", probe=~"$probe"'
 
-    def row(title: str) -> dash.Row:
-        return dash.Row(title).id(ids())
-
     def stat_panel(title: str, expr: str, description: str) -> stat.Panel:
-        return (
-            stat.Panel()
-            .id(ids())
-            .title(title)
-            .description(description)
-            .datasource(DATASOURCE)
-            .with_target(_query(expr, instant=True))
-            .height(4)
-            .span(6)
-            .graph_mode(common.BigValueGraphMode.NONE)
-            .color_mode(common.BigValueColorMode.BACKGROUND)
-            .reduce_options(common_builders.ReduceDataOptions().calcs(["lastNotNull"]))
-        )
+        return _stat(ids, title, expr, description, span=6)
 
     drill_link = (
         f"/d/{PROBE_UID}/traceroute-probe?${{datasource:queryparam}}"
@@ -254,31 +295,23 @@ def build_overview_dashboard() -> dict[str, Any]:
     )
 
     def series(title: str, expr: str, unit: str, description: str) -> timeseries.Panel:
-        return (
-            timeseries.Panel()
-            .id(ids())
-            .title(title)
-            .description(description)
-            .datasource(DATASOURCE)
-            .with_target(_query(expr, legend="{{namespace}}/{{probe}} {{target}}"))
-            .unit(unit)
-            .height(8)
-            .span(12)
-            .line_interpolation(common.LineInterpolation.STEP_AFTER)
-        )
+        return _timeseries(
+            ids,
+            title,
+            [_query(expr, legend="{{namespace}}/{{probe}} {{target}}")],
+            description=description,
+            unit=unit,
+        ).line_interpolation(common.LineInterpolation.STEP_AFTER)
 
     builder = (
-        dash.Dashboard("Traceroute overview")
-        .uid(OVERVIEW_UID)
-        .description("Every TracerouteProbe: reachability, hop counts, path changes, staleness.")
-        .tags(TAGS)
-        .editable()
-        .time("now-6h", "now")
-        .refresh("1m")
-        .tooltip(model.DashboardCursorSync.CROSSHAIR)
-        .variables(_variables(multi=True))
-        .annotation(_path_change_annotation(sel))
-        .with_row(row("Summary"))
+        _dashboard(
+            "Traceroute overview",
+            uid=OVERVIEW_UID,
+            description="Every TracerouteProbe: reachability, hop counts, path changes, staleness.",
+            multi=True,
+            sel=sel,
+        )
+        .with_row(_row(ids, "Summary"))
         .with_panel(
             stat_panel(
                 "Probes",
@@ -310,10 +343,10 @@ def build_overview_dashboard() -> dict[str, Any]:
                 "Path changes the operator confirmed (ECMP-aware) in the selected time range.",
             ).thresholds(_thresholds((None, "green"), (1, "orange")))
         )
-        .with_row(row("Probes"))
+        .with_row(_row(ids, "Probes"))
         .with_panel(probes_table)
         .with_panel(reach_timeline)
-        .with_row(row("Trends"))
+        .with_row(_row(ids, "Trends"))
         .with_panel(
             series(
                 "Hop count",
@@ -358,23 +391,8 @@ def build_probe_dashboard() -> dict[str, Any]:
     sel = 'namespace="$namespace", probe="$probe", target="$target"'
     probe_sel = 'namespace="$namespace", probe="$probe"'
 
-    def row(title: str) -> dash.Row:
-        return dash.Row(title).id(ids())
-
-    def stat_panel(title: str, expr: str, description: str, span: int = 3) -> stat.Panel:
-        return (
-            stat.Panel()
-            .id(ids())
-            .title(title)
-            .description(description)
-            .datasource(DATASOURCE)
-            .with_target(_query(expr, instant=True))
-            .height(4)
-            .span(span)
-            .graph_mode(common.BigValueGraphMode.NONE)
-            .color_mode(common.BigValueColorMode.BACKGROUND)
-            .reduce_options(common_builders.ReduceDataOptions().calcs(["lastNotNull"]))
-        )
+    def stat_panel(title: str, expr: str, description: str) -> stat.Panel:
+        return _stat(ids, title, expr, description, span=3)
 
     def hop_metric(metric: str) -> str:
         """A per-(flow, ttl) metric labelled with the responder address; '*' when silent."""
@@ -454,10 +472,11 @@ def build_probe_dashboard() -> dict[str, Any]:
                 model.DynamicConfigValue(id_val="custom.cellOptions", value={"type": "color-text"}),
             ],
         )
-        .override_by_name("Sent", [model.DynamicConfigValue(id_val="unit", value="none")])
-        .override_by_name("Hop", [model.DynamicConfigValue(id_val="unit", value="none")])
-        .override_by_name("Flow", [model.DynamicConfigValue(id_val="unit", value="none")])
     )
+    for count_column in ("Sent", "Hop", "Flow"):
+        hop_table = hop_table.override_by_name(
+            count_column, [model.DynamicConfigValue(id_val="unit", value="none")]
+        )
 
     edges_expr = (
         "max by (id, source, target) ("
@@ -491,16 +510,13 @@ def build_probe_dashboard() -> dict[str, Any]:
     )
 
     builder = (
-        dash.Dashboard("Traceroute probe")
-        .uid(PROBE_UID)
-        .description("One TracerouteProbe and target: path, hops, per-hop latency and loss.")
-        .tags(TAGS)
-        .editable()
-        .time("now-6h", "now")
-        .refresh("1m")
-        .tooltip(model.DashboardCursorSync.CROSSHAIR)
-        .variables(_variables(multi=False))
-        .annotation(_path_change_annotation(sel))
+        _dashboard(
+            "Traceroute probe",
+            uid=PROBE_UID,
+            description="One TracerouteProbe and target: path, hops, per-hop latency and loss.",
+            multi=False,
+            sel=sel,
+        )
         .link(
             dash.DashboardLink("Overview")
             .type(model.DashboardLinkType.DASHBOARDS)
@@ -509,7 +525,7 @@ def build_probe_dashboard() -> dict[str, Any]:
             .include_vars(False)
             .keep_time(True)
         )
-        .with_row(row("Latest run"))
+        .with_row(_row(ids, "Latest run"))
         .with_panel(
             stat_panel(
                 "Reached",
@@ -569,21 +585,19 @@ def build_probe_dashboard() -> dict[str, Any]:
             .unit("s")
             .thresholds(_thresholds((None, "blue")))
         )
-        .with_row(row("Path"))
+        .with_row(_row(ids, "Path"))
         .with_panel(hop_table)
         .with_panel(path_graph)
-        .with_row(row("Over time"))
+        .with_row(_row(ids, "Over time"))
         .with_panel(
-            timeseries.Panel()
-            .id(ids())
-            .title("Hop count")
-            .description("Hops per run; the dashed line is spec.expectedHops.")
-            .datasource(DATASOURCE)
-            .targets(
+            _timeseries(
+                ids,
+                "Hop count",
                 [
                     _query(f"traceroute_hops{{{sel}}}", ref="A", legend="hops"),
                     _query(f"traceroute_expected_hops{{{sel}}}", ref="B", legend="expected"),
-                ]
+                ],
+                description="Hops per run; the dashed line is spec.expectedHops.",
             )
             .line_interpolation(common.LineInterpolation.STEP_AFTER)
             .decimals(0)
@@ -598,22 +612,17 @@ def build_probe_dashboard() -> dict[str, Any]:
                     ),
                 ],
             )
-            .height(8)
-            .span(12)
         )
         .with_panel(
-            timeseries.Panel()
-            .id(ids())
-            .title("Destination RTT and loss")
-            .datasource(DATASOURCE)
-            .targets(
+            _timeseries(
+                ids,
+                "Destination RTT and loss",
                 [
                     _query(f"traceroute_destination_rtt_seconds{{{sel}}}", ref="A", legend="RTT"),
                     _query(f"traceroute_destination_loss_ratio{{{sel}}}", ref="B", legend="loss"),
-                ]
-            )
-            .unit("s")
-            .override_by_name(
+                ],
+                unit="s",
+            ).override_by_name(
                 "loss",
                 [
                     model.DynamicConfigValue(id_val="unit", value="percentunit"),
@@ -621,36 +630,35 @@ def build_probe_dashboard() -> dict[str, Any]:
                     model.DynamicConfigValue(id_val="custom.drawStyle", value="bars"),
                 ],
             )
-            .height(8)
-            .span(12)
         )
         .with_panel(
-            timeseries.Panel()
-            .id(ids())
-            .title("RTT per hop")
-            .description("Mean RTT per TTL across flows.")
-            .datasource(DATASOURCE)
-            .with_target(
-                _query(
-                    f"avg by (ttl) (traceroute_hop_rtt_avg_seconds{{{sel}}})", legend="hop {{ttl}}"
-                )
+            _timeseries(
+                ids,
+                "RTT per hop",
+                [
+                    _query(
+                        f"avg by (ttl) (traceroute_hop_rtt_avg_seconds{{{sel}}})",
+                        legend="hop {{ttl}}",
+                    )
+                ],
+                description="Mean RTT per TTL across flows.",
+                unit="s",
+                height=9,
             )
-            .unit("s")
-            .height(9)
-            .span(12)
         )
         .with_panel(
-            timeseries.Panel()
-            .id(ids())
-            .title("Loss per hop")
-            .description("Loss per TTL across flows (rate-limited hops show loss too).")
-            .datasource(DATASOURCE)
-            .with_target(
-                _query(f"avg by (ttl) (traceroute_hop_loss_ratio{{{sel}}})", legend="hop {{ttl}}")
+            _timeseries(
+                ids,
+                "Loss per hop",
+                [
+                    _query(
+                        f"avg by (ttl) (traceroute_hop_loss_ratio{{{sel}}})", legend="hop {{ttl}}"
+                    )
+                ],
+                description="Loss per TTL across flows (rate-limited hops show loss too).",
+                unit="percentunit",
+                height=9,
             )
-            .unit("percentunit")
-            .height(9)
-            .span(12)
         )
     )
     return _finish(builder)
@@ -702,24 +710,3 @@ def build_dashboard_configmaps(settings: MonitoringSettings) -> list[dict[str, A
             }
         )
     return maps
-
-
-def dashboard_queries(dashboard: dict[str, Any]) -> list[tuple[str, str]]:
-    """(panel title or annotation/variable name, PromQL) for every query in a dashboard."""
-    found: list[tuple[str, str]] = []
-    for panel in _all_panels(dashboard.get("panels", [])):
-        for target in panel.get("targets") or []:
-            if target.get("expr"):
-                found.append((str(panel.get("title")), str(target["expr"])))
-    for annotation in dashboard.get("annotations", {}).get("list", []):
-        if annotation.get("expr"):
-            found.append((f"annotation {annotation.get('name')}", str(annotation["expr"])))
-    return found
-
-
-def _all_panels(panels: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    flat = []
-    for panel in panels:
-        flat.append(panel)
-        flat.extend(_all_panels(panel.get("panels") or []))
-    return flat

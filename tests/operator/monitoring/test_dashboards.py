@@ -9,12 +9,9 @@ import pytest
 from grafana_foundation_sdk.cog.encoder import JSONEncoder
 from grafana_foundation_sdk.models.dashboard import Dashboard
 from traceroute_operator.monitoring import MonitoringSettings, build_dashboard_configmaps
-from traceroute_operator.monitoring.dashboards import (
-    OVERVIEW_UID,
-    PROBE_UID,
-    build_dashboards,
-    dashboard_queries,
-)
+from traceroute_operator.monitoring.dashboards import OVERVIEW_UID, PROBE_UID, build_dashboards
+
+from tests.operator.monitoring.known_metrics import dashboard_queries
 
 DASHBOARDS = build_dashboards()
 

@@ -6,9 +6,14 @@ import re
 
 import pytest
 from traceroute_operator.monitoring import MonitoringSettings, build_prometheusrule
-from traceroute_operator.monitoring.dashboards import build_dashboards, dashboard_queries
+from traceroute_operator.monitoring.dashboards import build_dashboards
 
-from tests.operator.monitoring.known_metrics import metric_names, operator_families, probe_families
+from tests.operator.monitoring.known_metrics import (
+    dashboard_queries,
+    metric_names,
+    operator_families,
+    probe_families,
+)
 
 PROBE = {
     "metadata": {"name": "web", "namespace": "team-a"},
