@@ -104,13 +104,39 @@ def run_promtool(tmp_path: Path, tests: list[dict[str, Any]]) -> subprocess.Comp
     )
 
 
-def assert_passes(tmp_path: Path, tests: list[dict[str, Any]]) -> None:
-    result = run_promtool(tmp_path, tests)
+def case(
+    inputs: list[dict[str, str]],
+    *rule_tests: list[dict[str, Any]],
+    promql_expr_test: list[dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """One promtool test case: the inputs scraped every minute, then the expectations."""
+    test: dict[str, Any] = {"interval": "1m", "input_series": inputs}
+    if promql_expr_test is not None:
+        test["promql_expr_test"] = promql_expr_test
+    test["alert_rule_test"] = [check for checks in rule_tests for check in checks]
+    return test
+
+
+def assert_cases_pass(tmp_path: Path, *cases: dict[str, Any]) -> None:
+    result = run_promtool(tmp_path, list(cases))
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def assert_passes(
+    tmp_path: Path,
+    inputs: list[dict[str, str]],
+    *rule_tests: list[dict[str, Any]],
+    promql_expr_test: list[dict[str, Any]] | None = None,
+) -> None:
+    assert_cases_pass(tmp_path, case(inputs, *rule_tests, promql_expr_test=promql_expr_test))
 
 
 def quiet(alertname: str, *times: str) -> list[dict[str, Any]]:
     return [{"eval_time": t, "alertname": alertname, "exp_alerts": []} for t in times]
+
+
+def fires(alertname: str, alert: dict[str, Any], *times: str) -> list[dict[str, Any]]:
+    return [{"eval_time": t, "alertname": alertname, "exp_alerts": [alert]} for t in times]
 
 
 def test_path_changed_fires_after_the_operator_counts_a_change(tmp_path: Path) -> None:
@@ -138,20 +164,14 @@ def test_path_changed_fires_after_the_operator_counts_a_change(tmp_path: Path) -
             ),
         },
     }
-    tests = [
-        {
-            "interval": "1m",
-            "input_series": inputs,
-            "alert_rule_test": [
-                *quiet("TraceroutePathChanged", "19m"),
-                {"eval_time": "21m", "alertname": "TraceroutePathChanged", "exp_alerts": [firing]},
-                {"eval_time": "34m", "alertname": "TraceroutePathChanged", "exp_alerts": [firing]},
-                # 15 minutes after the change no sample of the old value is in the window
-                *quiet("TraceroutePathChanged", "36m", "45m"),
-            ],
-        }
-    ]
-    assert_passes(tmp_path, tests)
+    assert_passes(
+        tmp_path,
+        inputs,
+        quiet("TraceroutePathChanged", "19m"),
+        fires("TraceroutePathChanged", firing, "21m", "34m"),
+        # 15 minutes after the change no sample of the old value is in the window
+        quiet("TraceroutePathChanged", "36m", "45m"),
+    )
 
 
 def test_ecmp_flicker_and_silent_hop_do_not_fire_path_changed(tmp_path: Path) -> None:
@@ -183,51 +203,40 @@ def test_ecmp_flicker_and_silent_hop_do_not_fire_path_changed(tmp_path: Path) ->
         ),
         series("traceroute_path_fingerprint", sel(silent), per_run([3333] * 5 + [4444] * 7)),
     ]
-    tests = [
+    # The input really does change run by run: a rule keyed on the fingerprint
+    # or on hop identities would have fired.
+    input_changes: list[dict[str, Any]] = [
         {
-            "interval": "1m",
-            "input_series": inputs,
-            # The input really does change run by run: a rule keyed on the fingerprint
-            # or on hop identities would have fired.
-            "promql_expr_test": [
-                {
-                    "expr": "changes(traceroute_path_fingerprint[15m]) > 0",
-                    "eval_time": "30m",
-                    "exp_samples": [
-                        {
-                            "labels": _series_key("traceroute_path_fingerprint", sel(ecmp)),
-                            "value": 3,
-                        },
-                        {
-                            "labels": _series_key("traceroute_path_fingerprint", sel(silent)),
-                            "value": 1,
-                        },
-                    ],
-                },
-                {
-                    "expr": f'count(traceroute_hop_info{{target="{silent}", ttl="4"}})',
-                    "eval_time": "20m",
-                    "exp_samples": [{"labels": "{}", "value": 1}],
-                },
-                {
-                    "expr": f'count(traceroute_hop_info{{target="{silent}", ttl="4"}})',
-                    "eval_time": "40m",
-                    "exp_samples": [],
-                },
+            "expr": "changes(traceroute_path_fingerprint[15m]) > 0",
+            "eval_time": "30m",
+            "exp_samples": [
+                {"labels": _series_key(sel(ecmp)), "value": 3},
+                {"labels": _series_key(sel(silent)), "value": 1},
             ],
-            "alert_rule_test": [
-                *quiet("TraceroutePathChanged", "10m", "27m", "40m", "55m"),
-                *quiet("TracerouteHopCountChanged", "27m", "40m", "55m"),
-                *quiet("TracerouteDestinationUnreachable", "27m", "55m"),
-            ],
-        }
+        },
+        {
+            "expr": f'count(traceroute_hop_info{{target="{silent}", ttl="4"}})',
+            "eval_time": "20m",
+            "exp_samples": [{"labels": "{}", "value": 1}],
+        },
+        {
+            "expr": f'count(traceroute_hop_info{{target="{silent}", ttl="4"}})',
+            "eval_time": "40m",
+            "exp_samples": [],
+        },
     ]
-    assert_passes(tmp_path, tests)
+    assert_passes(
+        tmp_path,
+        inputs,
+        quiet("TraceroutePathChanged", "10m", "27m", "40m", "55m"),
+        quiet("TracerouteHopCountChanged", "27m", "40m", "55m"),
+        quiet("TracerouteDestinationUnreachable", "27m", "55m"),
+        promql_expr_test=input_changes,
+    )
 
 
-def _series_key(metric: str, labels: dict[str, str]) -> str:
+def _series_key(labels: dict[str, str]) -> str:
     # promql_expr_test compares against the series notation; `changes` drops the name
-    del metric
     return "{" + ", ".join(f'{k}="{v}"' for k, v in sorted(labels.items())) + "}"
 
 
@@ -252,29 +261,15 @@ def test_destination_unreachable_needs_two_runs(tmp_path: Path) -> None:
             ),
         },
     }
-    tests = [
-        {
-            "interval": "1m",
-            "input_series": inputs,
-            "alert_rule_test": [
-                *quiet("TracerouteDestinationUnreachable", "14m", "19m", "22m"),
-                {
-                    "eval_time": "23m",
-                    "alertname": "TracerouteDestinationUnreachable",
-                    "exp_alerts": [firing],
-                },
-                {
-                    "eval_time": "45m",
-                    "alertname": "TracerouteDestinationUnreachable",
-                    "exp_alerts": [firing],
-                },
-                # a shorter path while unreachable is no hop-count alert
-                *quiet("TracerouteHopCountChanged", "23m", "45m"),
-                *quiet("TracerouteDestinationLossHigh", "23m", "45m"),
-            ],
-        }
-    ]
-    assert_passes(tmp_path, tests)
+    assert_passes(
+        tmp_path,
+        inputs,
+        quiet("TracerouteDestinationUnreachable", "14m", "19m", "22m"),
+        fires("TracerouteDestinationUnreachable", firing, "23m", "45m"),
+        # a shorter path while unreachable is no hop-count alert
+        quiet("TracerouteHopCountChanged", "23m", "45m"),
+        quiet("TracerouteDestinationLossHigh", "23m", "45m"),
+    )
 
 
 def test_hop_count_differs_from_expected(tmp_path: Path) -> None:
@@ -298,27 +293,14 @@ def test_hop_count_differs_from_expected(tmp_path: Path) -> None:
             ),
         },
     }
-    tests = [
-        {
-            "interval": "1m",
-            "input_series": inputs,
-            "alert_rule_test": [
-                *quiet("TracerouteHopCountChanged", "14m", "20m"),
-                {
-                    "eval_time": "23m",
-                    "alertname": "TracerouteHopCountChanged",
-                    "exp_alerts": [firing],
-                },
-                # an expectation makes it persistent, not a 15-minute notice
-                {
-                    "eval_time": "48m",
-                    "alertname": "TracerouteHopCountChanged",
-                    "exp_alerts": [firing],
-                },
-            ],
-        }
-    ]
-    assert_passes(tmp_path, tests)
+    assert_passes(
+        tmp_path,
+        inputs,
+        quiet("TracerouteHopCountChanged", "14m", "20m"),
+        fires("TracerouteHopCountChanged", firing, "23m"),
+        # an expectation makes it persistent, not a 15-minute notice
+        fires("TracerouteHopCountChanged", firing, "48m"),
+    )
 
 
 def test_hop_count_changed_without_expectation(tmp_path: Path) -> None:
@@ -343,29 +325,15 @@ def test_hop_count_changed_without_expectation(tmp_path: Path) -> None:
             ),
         },
     }
-    tests = [
-        {
-            "interval": "1m",
-            "input_series": inputs,
-            "alert_rule_test": [
-                # one run with 8 hops is not yet a change
-                *quiet("TracerouteHopCountChanged", "29m", "34m"),
-                {
-                    "eval_time": "38m",
-                    "alertname": "TracerouteHopCountChanged",
-                    "exp_alerts": [firing],
-                },
-                {
-                    "eval_time": "52m",
-                    "alertname": "TracerouteHopCountChanged",
-                    "exp_alerts": [firing],
-                },
-                # the old value has left the window: the change is old news
-                *quiet("TracerouteHopCountChanged", "53m", "65m"),
-            ],
-        }
-    ]
-    assert_passes(tmp_path, tests)
+    assert_passes(
+        tmp_path,
+        inputs,
+        # one run with 8 hops is not yet a change
+        quiet("TracerouteHopCountChanged", "29m", "34m"),
+        fires("TracerouteHopCountChanged", firing, "38m", "52m"),
+        # the old value has left the window: the change is old news
+        quiet("TracerouteHopCountChanged", "53m", "65m"),
+    )
 
 
 def test_destination_loss_high_only_while_reached(tmp_path: Path) -> None:
@@ -387,21 +355,12 @@ def test_destination_loss_high_only_while_reached(tmp_path: Path) -> None:
             ),
         },
     }
-    tests = [
-        {
-            "interval": "1m",
-            "input_series": inputs,
-            "alert_rule_test": [
-                *quiet("TracerouteDestinationLossHigh", "14m", "20m"),
-                {
-                    "eval_time": "23m",
-                    "alertname": "TracerouteDestinationLossHigh",
-                    "exp_alerts": [firing],
-                },
-            ],
-        }
-    ]
-    assert_passes(tmp_path, tests)
+    assert_passes(
+        tmp_path,
+        inputs,
+        quiet("TracerouteDestinationLossHigh", "14m", "20m"),
+        fires("TracerouteDestinationLossHigh", firing, "23m"),
+    )
 
 
 def test_probe_stale_when_runs_stop_or_never_arrive(tmp_path: Path) -> None:
@@ -448,50 +407,28 @@ def test_probe_stale_when_runs_stop_or_never_arrive(tmp_path: Path) -> None:
         {"job": "traceroute", "namespace": NS, "probe": "other"},
         "0+60x30",
     )
-    tests = [
-        {
-            "interval": "1m",
-            "input_series": stopped,
-            "alert_rule_test": [
-                *quiet("TracerouteProbeStale", "29m", "44m"),
-                {
-                    "eval_time": "46m",
-                    "alertname": "TracerouteProbeStale",
-                    "exp_alerts": [stale_firing],
-                },
-            ],
-        },
-        {
-            "interval": "1m",
-            "input_series": [other_probe],
-            "alert_rule_test": [
-                *quiet("TracerouteProbeStale", "14m"),
-                {
-                    "eval_time": "16m",
-                    "alertname": "TracerouteProbeStale",
-                    "exp_alerts": [absent_firing],
-                },
-            ],
-        },
-    ]
-    assert_passes(tmp_path, tests)
+    assert_cases_pass(
+        tmp_path,
+        case(
+            stopped,
+            quiet("TracerouteProbeStale", "29m", "44m"),
+            fires("TracerouteProbeStale", stale_firing, "46m"),
+        ),
+        case(
+            [other_probe],
+            quiet("TracerouteProbeStale", "14m"),
+            fires("TracerouteProbeStale", absent_firing, "16m"),
+        ),
+    )
 
 
 def test_promtool_reports_a_wrong_expectation(tmp_path: Path) -> None:
     """The harness itself can fail: claiming an alert that does not fire is caught."""
-    tests = [
-        {
-            "interval": "1m",
-            "input_series": healthy_target("db.example", 6),
-            "alert_rule_test": [
-                {
-                    "eval_time": "20m",
-                    "alertname": "TracerouteDestinationUnreachable",
-                    "exp_alerts": [{"exp_labels": alert_labels("critical", "db.example")}],
-                }
-            ],
-        }
-    ]
-    result = run_promtool(tmp_path, tests)
+    wrong = fires(
+        "TracerouteDestinationUnreachable",
+        {"exp_labels": alert_labels("critical", "db.example")},
+        "20m",
+    )
+    result = run_promtool(tmp_path, [case(healthy_target("db.example", 6), wrong)])
     assert result.returncode != 0
     assert "TracerouteDestinationUnreachable" in result.stdout + result.stderr
