@@ -27,6 +27,8 @@ from typing import Any
 
 import kubernetes_validate
 import yaml
+from traceroute_operator.monitoring import settings as monitoring_settings
+from traceroute_operator.monitoring.settings import ALERT_NAMES
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "traceroute-operator"
@@ -45,24 +47,17 @@ TABLE_END = "<!-- values-table:end -->"
 # The Kubernetes release whose API types the schema embeds (the chart's test control plane).
 K8S_SCHEMA_VERSION = "1.36.0"
 
-ALERT_NAMES = (
-    "TraceroutePathChanged",
-    "TracerouteDestinationUnreachable",
-    "TracerouteHopCountChanged",
-    "TracerouteDestinationLossHigh",
-    "TracerouteProbeStale",
-)
-
 # Label keys/values and names as the apiserver checks them.
 LABEL_KEY = (
     r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
     r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$"
 )
 LABEL_VALUE = r"^(([A-Za-z0-9][-A-Za-z0-9_.]{0,61})?[A-Za-z0-9])?$"
-DNS_LABEL = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"
-DNS_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$"
-PROM_LABEL_NAME = r"^[a-zA-Z_][a-zA-Z0-9_]*$"
-PROM_DURATION = r"^([0-9]+(ms|s|m|h|d|w|y))+$"
+# the operator's own checks of its settings: helm rejects what the operator would
+DNS_LABEL = monitoring_settings.DNS_LABEL.pattern
+DNS_SUBDOMAIN = monitoring_settings.DNS_SUBDOMAIN.pattern
+PROM_LABEL_NAME = monitoring_settings.PROM_LABEL_NAME.pattern
+PROM_DURATION = monitoring_settings.PROM_DURATION.pattern
 QUANTITY = r"^[0-9]+(\.[0-9]+)?(m|Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E)?$"
 REGISTRY = r"^$|^[A-Za-z0-9]([-A-Za-z0-9.]*[A-Za-z0-9])?(:[0-9]{1,5})?(/[a-z0-9._-]+)*$"
 REPOSITORY = r"^[a-z0-9]+([._-]+[a-z0-9]+)*(/[a-z0-9]+([._-]+[a-z0-9]+)*)*$"

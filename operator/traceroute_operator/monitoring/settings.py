@@ -15,14 +15,6 @@ from typing import Any
 
 ENV_PREFIX = "TRACEROUTE_"
 
-ALERT_NAMES: tuple[str, ...] = (
-    "TraceroutePathChanged",
-    "TracerouteDestinationUnreachable",
-    "TracerouteHopCountChanged",
-    "TracerouteDestinationLossHigh",
-    "TracerouteProbeStale",
-)
-
 _DEFAULT_SEVERITIES: dict[str, str] = {
     "TraceroutePathChanged": "warning",
     "TracerouteDestinationUnreachable": "critical",
@@ -30,15 +22,18 @@ _DEFAULT_SEVERITIES: dict[str, str] = {
     "TracerouteDestinationLossHigh": "warning",
     "TracerouteProbeStale": "warning",
 }
+ALERT_NAMES: tuple[str, ...] = tuple(_DEFAULT_SEVERITIES)
 
-_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
-_DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
+# The public ones are also patterns of the chart's values.schema.json
+# (tests/charts/chartgen.py), so helm rejects what the operator would.
+DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
 _LABEL_NAME = re.compile(
     r"^([a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$"
 )
 _LABEL_VALUE = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?$")
-_PROM_LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
-_PROM_DURATION = re.compile(r"^([0-9]+(ms|s|m|h|d|w|y))+$")
+PROM_LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
+PROM_DURATION = re.compile(r"^([0-9]+(ms|s|m|h|d|w|y))+$")
 
 
 @dataclass(frozen=True)
@@ -96,9 +91,9 @@ class MonitoringSettings:
 
     def __post_init__(self) -> None:
         for name in ("operator_namespace", "pushgateway_namespace", "dashboards_namespace"):
-            _check(bool(_DNS_LABEL.match(getattr(self, name))), name, "must be a DNS-1123 label")
+            _check(bool(DNS_LABEL.match(getattr(self, name))), name, "must be a DNS-1123 label")
         for name in ("servicemonitor_name", "pushgateway_service"):
-            _check(bool(_DNS_SUBDOMAIN.match(getattr(self, name))), name, "must be a DNS name")
+            _check(bool(DNS_SUBDOMAIN.match(getattr(self, name))), name, "must be a DNS name")
         for name in (
             "servicemonitor_labels",
             "pushgateway_selector",
@@ -108,12 +103,10 @@ class MonitoringSettings:
         _check_k8s_labels("dashboard_label", {self.dashboard_label_key: self.dashboard_label_value})
         _check(bool(self.pushgateway_selector), "pushgateway_selector", "must not be empty")
         for key in self.alert_labels:
-            _check(bool(_PROM_LABEL_NAME.match(key)), "alert_labels", f"{key!r} is no label name")
+            _check(bool(PROM_LABEL_NAME.match(key)), "alert_labels", f"{key!r} is no label name")
         unknown = set(self.alert_severities) - set(ALERT_NAMES)
         _check(not unknown, "alert_severities", f"unknown alerts {sorted(unknown)}")
-        _check(
-            bool(_PROM_DURATION.match(self.scrape_interval)), "scrape_interval", "not a duration"
-        )
+        _check(bool(PROM_DURATION.match(self.scrape_interval)), "scrape_interval", "not a duration")
         _check(1 <= self.pushgateway_port <= 65535, "pushgateway_port", "must be 1..65535")
         _check(
             0.0 < self.destination_loss_threshold < 1.0,
