@@ -25,14 +25,14 @@ from pathlib import Path
 
 from tests.operator.harness import (
     OperatorProcess,
-    ensure_namespace,
     install_crd,
+    is_ready,
     probe_manifest,
     probe_path,
 )
 from tests.operator.monitoring.crdschema import install_crds as install_monitoring_crds
 from tests.realenv.controlplane import ControlPlane
-from tests.realenv.kubetools import KubeRest
+from tests.realenv.kubetools import KubeRest, ensure_namespace
 
 NAMESPACE = "bench"
 TARGET_SECONDS = 60.0
@@ -48,15 +48,7 @@ def converged(kube: KubeRest, count: int) -> tuple[int, int]:
     good = 0
     for probe in probes:
         status = probe.get("status") or {}
-        ready = any(
-            c.get("type") == "Ready" and c.get("status") == "True"
-            for c in status.get("conditions") or []
-        )
-        if (
-            ready
-            and status.get("observedGeneration") == probe["metadata"].get("generation")
-            and status.get("cronJobName") == f"trp-{probe['metadata']['name']}"
-        ):
+        if is_ready(probe) and status.get("cronJobName") == f"trp-{probe['metadata']['name']}":
             good += 1
     return len(cronjobs), good
 

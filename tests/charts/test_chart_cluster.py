@@ -31,8 +31,9 @@ from tests.charts.charttools import (
     operator_deployment,
     render_text,
 )
+from tests.operator.harness import get_or_none, is_ready
 from tests.realenv.controlplane import ControlPlane
-from tests.realenv.kubetools import KubeError, KubeRest, kubectl
+from tests.realenv.kubetools import RESTRICTED_LABELS, KubeError, KubeRest, ensure_namespace, kubectl
 from tests.realenv.podrunner import HOST_NETNS
 from tests.realenv.promstack import Pushgateway
 from tests.realenv.runtime import wait_until
@@ -43,7 +44,6 @@ from tests.realenv.stack import (
     OperatorPorts,
     Release,
     crd_established,
-    ensure_restricted_namespace,
     install_crds,
     serve_operator,
 )
@@ -57,7 +57,7 @@ CI_IDS = [path.name.removesuffix("-values.yaml") for path in CI_VALUES]
 def cluster(control_plane: ControlPlane, kube: KubeRest) -> ControlPlane:
     """The session control plane with the prometheus-operator CRDs and the TracerouteProbe CRD
     (what a cluster with kube-prometheus-stack has after the chart's first install)."""
-    install_crds(control_plane, kube)
+    install_crds(control_plane)
     return control_plane
 
 
@@ -75,9 +75,9 @@ def _namespaces_named_in(values: dict[str, Any]) -> list[str]:
 
 def _restricted_release_namespace(kube: KubeRest, values_file: Path) -> str:
     namespace = f"trop-{uuid.uuid4().hex[:8]}"
-    ensure_restricted_namespace(kube, namespace)
+    ensure_namespace(kube, namespace, RESTRICTED_LABELS)
     for name in _namespaces_named_in(load_values(values_file)):
-        ensure_restricted_namespace(kube, name)
+        ensure_namespace(kube, name, RESTRICTED_LABELS)
     return namespace
 
 
@@ -287,14 +287,7 @@ def _probe_manifest(name: str) -> dict[str, Any]:
 def _wait_ready(kube: KubeRest, path: str, operator: OperatorPod) -> dict[str, Any]:
     def ready() -> dict[str, Any] | None:
         obj = kube.get(path)
-        status = obj.get("status") or {}
-        conditions = {c["type"]: c["status"] for c in status.get("conditions", [])}
-        if (
-            status.get("observedGeneration") == obj["metadata"]["generation"]
-            and conditions.get("Ready") == "True"
-        ):
-            return obj
-        return None
+        return obj if is_ready(obj) else None
 
     try:
         found: dict[str, Any] = wait_until(ready, timeout=60, what=f"{path} Ready")
@@ -305,11 +298,7 @@ def _wait_ready(kube: KubeRest, path: str, operator: OperatorPod) -> dict[str, A
 
 
 def _gone(kube: KubeRest, path: str) -> bool:
-    try:
-        kube.get(path)
-    except KubeError as exc:
-        return exc.status == 404
-    return False
+    return get_or_none(kube, path) is None
 
 
 def test_installed_chart_runs_the_operator(env: OperatorEnv, k8s_namespace: str) -> None:

@@ -9,12 +9,14 @@ set -euo pipefail
 PROM_OPERATOR_VERSION="${PROM_OPERATOR_VERSION:-v0.95.1}"
 CONTROLLER_TOOLS_VERSION="${CONTROLLER_TOOLS_VERSION:-v0.23.0}"
 CACHE="${TROP_CACHE:-/var/cache/traceroute-operator}"
-OUT="$CACHE/prometheus-operator-crds-$PROM_OPERATOR_VERSION"
+# tests/operator/monitoring/crdschema.py crd_dir() builds the same name
+OUT="$CACHE/prometheus-operator-crds-$PROM_OPERATOR_VERSION-controller-tools-$CONTROLLER_TOOLS_VERSION"
 export GOTOOLCHAIN=local CGO_ENABLED=0
 export GOMODCACHE="${GOMODCACHE:-$CACHE/gomod}" GOCACHE="${GOCACHE_DIR:-$CACHE/gobuild}"
 export GOFLAGS="-buildvcs=false -mod=mod"
 
-wanted=(monitoring.coreos.com_servicemonitors.yaml monitoring.coreos.com_prometheusrules.yaml)
+wanted=(monitoring.coreos.com_servicemonitors.yaml monitoring.coreos.com_podmonitors.yaml
+  monitoring.coreos.com_prometheusrules.yaml)
 if [[ -f "$OUT/.done" ]]; then
   echo "prometheus-operator CRDs $PROM_OPERATOR_VERSION cached in $OUT"
   exit 0

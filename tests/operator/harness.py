@@ -7,47 +7,39 @@ operator/traceroute_operator/data/rbac.yaml, bound the way the chart binds them.
 
 from __future__ import annotations
 
-import contextlib
 import os
+import shutil
 import signal
 import subprocess
-import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import requests
 import yaml
 
+from tests.charts.chartgen import CRD_SOURCE, RBAC_SOURCE
 from tests.realenv.controlplane import ControlPlane
-from tests.realenv.kubetools import KubeError, KubeRest, kubectl
-from tests.realenv.runtime import VENV_BIN, free_port, wait_until
+from tests.realenv.kubetools import KubeError, KubeRest, apply_crds, ensure_namespace
+from tests.realenv.runtime import (
+    VENV_BIN,
+    RuntimeDir,
+    free_port,
+    http_ok,
+    local_session,
+    wait_until,
+)
 
-ROOT = Path(__file__).resolve().parents[2]
-CRD_FILE = ROOT / "crds" / "tracerouteprobes.yaml"
-RBAC_FILE = ROOT / "operator" / "traceroute_operator" / "data" / "rbac.yaml"
 PROBES = "/apis/traceroute.dev/v1alpha1"
 SERVICE_ACCOUNT = "traceroute-operator"
 
 
 def install_crd(kubeconfig: Path) -> None:
-    kubectl(
-        ["apply", "--server-side", "--force-conflicts", "-f", str(CRD_FILE)], kubeconfig=kubeconfig
-    )
-    kubectl(
-        [
-            "wait",
-            "--for=condition=Established",
-            "--timeout=60s",
-            "crd/tracerouteprobes.traceroute.dev",
-        ],
-        kubeconfig=kubeconfig,
-    )
+    apply_crds(kubeconfig, [CRD_SOURCE])
 
 
 def install_cluster_roles(kube: KubeRest) -> list[str]:
     names = []
-    for role in yaml.safe_load_all(RBAC_FILE.read_text()):
+    for role in yaml.safe_load_all(RBAC_SOURCE.read_text()):
         name = role["metadata"]["name"]
         kube.request(
             "PATCH",
@@ -58,11 +50,6 @@ def install_cluster_roles(kube: KubeRest) -> list[str]:
         )
         names.append(name)
     return names
-
-
-def ensure_namespace(kube: KubeRest, name: str, labels: Mapping[str, str] | None = None) -> None:
-    with contextlib.suppress(KubeError):
-        kube.post("/api/v1/namespaces", {"metadata": {"name": name, "labels": dict(labels or {})}})
 
 
 def bind(kube: KubeRest, namespace: str, role: str, sa_namespace: str) -> None:
@@ -106,6 +93,7 @@ class OperatorProcess:
         self.log_dir = log_dir
         self.extra_env = dict(env or {})
         self.proc: subprocess.Popen[bytes] | None = None
+        self.rundir: RuntimeDir | None = None
         self.metrics_port = 0
         self.liveness_port = 0
         self.starts = 0
@@ -147,57 +135,66 @@ class OperatorProcess:
         self.metrics_port = free_port()
         self.liveness_port = free_port()
         self.starts += 1
-        log = (self.log_dir / f"operator-{self.starts}.log").open("wb")
-        self.proc = subprocess.Popen(
+        if self.rundir is None:
+            # pidfiles + owner record: cleanup_stale() kills an operator a SIGKILLed test
+            # run left behind, and the operator dies with this process (pdeathsig)
+            self.rundir = RuntimeDir("operator", owner_pid=os.getpid())
+        self.proc = self.rundir.spawn(
+            self.process_name,
             [str(VENV_BIN / "traceroute-operator"), "run"],
             env=self.environment(self.kubeconfig),
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
         )
-        log.close()
         if wait:
             wait_until(self.alive, timeout=60, what="operator liveness endpoint")
         return self
 
+    @property
+    def process_name(self) -> str:
+        return f"operator-{self.starts}"
+
+    @property
+    def log_path(self) -> Path:
+        if self.rundir is not None:
+            return self.rundir.log_path(self.process_name)
+        return self.log_dir / f"{self.process_name}.log"
+
     def alive(self) -> bool:
         if self.proc is None or self.proc.poll() is not None:
             raise AssertionError(f"operator exited: {self.log_tail()}")
-        try:
-            return requests.get(f"http://127.0.0.1:{self.liveness_port}/healthz", timeout=2).ok
-        except requests.RequestException:
-            return False
+        return http_ok(f"http://127.0.0.1:{self.liveness_port}/healthz", timeout=2)
 
     def metrics(self) -> str:
-        return requests.get(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5).text
+        with local_session() as session:
+            return session.get(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5).text
 
     def metric(self, name: str, **labels: str) -> float:
-        want = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
         total = 0.0
         for line in self.metrics().splitlines():
             if line.startswith(name + "{") or line.startswith(name + " "):
                 series, _, value = line.rpartition(" ")
-                if all(f'{k}="{v}"' in series for k, v in labels.items()) or not want:
+                if all(f'{k}="{v}"' in series for k, v in labels.items()):
                     total += float(value)
         return total
 
     def kill(self) -> None:
         """SIGKILL: no graceful shutdown, as an OOM kill or node loss would do."""
         if self.proc is not None and self.proc.poll() is None:
+            # setpriv execs the operator: the spawned pid is the operator's process group
             os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait(timeout=10)
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(timeout=10)
+        """SIGTERM, SIGKILL after 15 s; the logs move to log_dir, the runtime dir goes."""
+        if self.rundir is None:
+            return
+        self.rundir.stop(grace_seconds=15)
+        for log in self.rundir.path.glob("operator-*.log"):
+            shutil.copyfile(log, self.log_dir / log.name)
+        self.rundir.remove()
+        self.rundir = None
 
     def log_tail(self, lines: int = 40) -> str:
-        path = self.log_dir / f"operator-{self.starts}.log"
+        path = self.log_path
         if not path.exists():
             return ""
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
@@ -231,12 +228,7 @@ def probe_path(namespace: str, name: str | None = None) -> str:
 
 
 def get_probe(kube: KubeRest, namespace: str, name: str) -> dict[str, Any] | None:
-    try:
-        return kube.get(probe_path(namespace, name))
-    except KubeError as exc:
-        if exc.status == 404:
-            return None
-        raise
+    return get_or_none(kube, probe_path(namespace, name))
 
 
 def get_or_none(kube: KubeRest, path: str) -> dict[str, Any] | None:
@@ -255,15 +247,18 @@ def condition(obj: Mapping[str, Any] | None, type_: str) -> Mapping[str, Any]:
     return {}
 
 
+def is_ready(obj: Mapping[str, Any]) -> bool:
+    """Ready=True for the object's current generation (status not from an older spec)."""
+    status = obj.get("status") or {}
+    if status.get("observedGeneration") != obj["metadata"].get("generation"):
+        return False
+    return condition(obj, "Ready").get("status") == "True"
+
+
 def wait_ready(kube: KubeRest, namespace: str, name: str, timeout: float = 60) -> dict[str, Any]:
     def ready() -> dict[str, Any] | None:
         probe = get_probe(kube, namespace, name)
-        if probe is None:
-            return None
-        status = probe.get("status") or {}
-        if status.get("observedGeneration") != probe["metadata"].get("generation"):
-            return None
-        return probe if condition(probe, "Ready").get("status") == "True" else None
+        return probe if probe is not None and is_ready(probe) else None
 
     result: dict[str, Any] = wait_until(ready, timeout=timeout, what=f"{namespace}/{name} Ready")
     return result
@@ -310,7 +305,3 @@ def events_for(
         fieldSelector=f"involvedObject.name={name},involvedObject.kind=TracerouteProbe",
     ).get("items", [])
     return [e for e in items if reason is None or e.get("reason") == reason]
-
-
-def sleep_briefly(seconds: float) -> None:
-    time.sleep(seconds)

@@ -31,7 +31,6 @@ from tests.operator.harness import (
     OperatorProcess,
     condition,
     create_job_from_cronjob,
-    ensure_namespace,
     events_for,
     get_or_none,
     get_probe,
@@ -42,7 +41,7 @@ from tests.operator.harness import (
 )
 from tests.operator.monitoring.crdschema import install_crds as install_monitoring_crds
 from tests.realenv.controlplane import ControlPlane
-from tests.realenv.kubetools import KubeError, KubeRest
+from tests.realenv.kubetools import KubeError, KubeRest, ensure_namespace
 from tests.realenv.lab import Lab, Topology
 from tests.realenv.promstack import Pushgateway
 from tests.realenv.runtime import wait_until
@@ -197,9 +196,7 @@ def lab_runner(lab_factory: Any, pod_runner_factory: Any, k8s_namespace: str) ->
         lab.attach_cluster_network("probe")  # reaches the Pushgateway, nothing else
         # scheduled runs come minutes apart and find the routers' ICMP rate-limit buckets
         # full; these runs come back to back, so the limits are lifted to match
-        for node in topology.nodes.values():
-            if node.role == "router":
-                lab.set_icmp_ratelimit(node.name, ms=0, burst=10_000, per_sec=100_000)
+        lab.lift_icmp_ratelimits(routers_only=True, burst=10_000, per_sec=100_000)
         pod_runner_factory(namespace=k8s_namespace, netns_for_pod=lambda pod: lab.netns("probe"))
         return lab
 

@@ -24,13 +24,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import requests
-
 from tests.realenv.controlplane import ControlPlane
 from tests.realenv.kubetools import KUBECTL, KubeRest
+from tests.realenv.lab import cleanup_all
 from tests.realenv.podrunner import HOST_NETNS, PodRunner
 from tests.realenv.promstack import Prometheus, Pushgateway
-from tests.realenv.runtime import RUNTIME_ROOT, RuntimeDir, cleanup_stale
+from tests.realenv.runtime import RUNTIME_ROOT, RuntimeDir, cleanup_stale, http_ok
 
 STATE_FILE = RUNTIME_ROOT / "env.json"
 
@@ -62,17 +61,6 @@ def _component_alive(rundir: str) -> bool:
     path = Path(rundir)
     records = RuntimeDir.existing(path).records() if path.is_dir() else []
     return bool(records) and all(r.alive() for r in records)
-
-
-def _http_ok(url: str) -> bool:
-    session = requests.Session()
-    session.trust_env = False
-    try:
-        return session.get(url, timeout=3).status_code == 200
-    except requests.RequestException:
-        return False
-    finally:
-        session.close()
 
 
 def _print_state(state: dict[str, Any]) -> None:
@@ -155,7 +143,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(f"kube-apiserver: DOWN ({exc})")
         healthy = False
     for name in ("pushgateway", "prometheus"):
-        ok = _http_ok(state[name]["url"] + "/-/ready")
+        ok = http_ok(state[name]["url"] + "/-/ready")
         print(f"{name}: {'ok' if ok else 'DOWN'}")
         healthy &= ok
     procs = all(_component_alive(c["rundir"]) for c in state.values())
@@ -217,12 +205,7 @@ def cmd_cleanup(args: argparse.Namespace) -> int:
     removed = [str(p) for p in cleanup_stale(include_manual=not args.keep_manual)]
     if not args.keep_manual:
         STATE_FILE.unlink(missing_ok=True)
-    try:
-        lab = importlib.import_module("tests.realenv.lab")
-    except ImportError:
-        lab = None
-    if lab is not None and hasattr(lab, "cleanup_all"):
-        removed += [str(item) for item in lab.cleanup_all()]
+    removed += [str(item) for item in cleanup_all()]
     for item in removed:
         print(f"removed {item}")
     if not removed:

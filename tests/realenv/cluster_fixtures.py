@@ -11,7 +11,6 @@ because the pod runner and the lab need root.
 from __future__ import annotations
 
 import contextlib
-import os
 import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -20,25 +19,19 @@ import pytest
 from kubernetes import client as k8s
 
 from tests.realenv.controlplane import ControlPlane
-from tests.realenv.kubetools import KubeError, KubeRest
+from tests.realenv.kubetools import (
+    RESTRICTED_LABELS,
+    KubeError,
+    KubeRest,
+    ensure_namespace,
+    wait_default_service_account,
+)
+from tests.realenv.lab_fixtures import require_root
 from tests.realenv.podrunner import PodRunner
 from tests.realenv.promstack import Prometheus, Pushgateway
-from tests.realenv.runtime import cleanup_stale, wait_until
+from tests.realenv.runtime import cleanup_stale
 
 PodRunnerFactory = Callable[..., PodRunner]
-
-RESTRICTED_LABELS = {
-    "pod-security.kubernetes.io/enforce": "restricted",
-    "pod-security.kubernetes.io/enforce-version": "latest",
-}
-
-
-def require_root() -> None:
-    if os.geteuid() != 0:
-        pytest.skip(
-            "the real test environment needs root (pod runner: setpriv/mount namespaces; "
-            "lab: network namespaces); run the tests as root"
-        )
 
 
 @pytest.fixture(scope="session")
@@ -80,16 +73,8 @@ def k8s_namespace(kube: KubeRest) -> Iterator[str]:
     """A fresh namespace (PodSecurity `restricted` enforced) with its `default` ServiceAccount,
     deleted after the test (not waited for)."""
     name = f"t-{uuid.uuid4().hex[:10]}"
-    kube.post(
-        "/api/v1/namespaces",
-        {"metadata": {"name": name, "labels": dict(RESTRICTED_LABELS)}},
-    )
-    # created by the serviceaccount controller; pods cannot be admitted before it exists
-    wait_until(
-        lambda: kube.get(f"/api/v1/namespaces/{name}/serviceaccounts/default"),
-        timeout=30,
-        what=f"ServiceAccount {name}/default",
-    )
+    ensure_namespace(kube, name, RESTRICTED_LABELS)
+    wait_default_service_account(kube, name)
     try:
         yield name
     finally:

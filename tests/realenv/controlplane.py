@@ -21,7 +21,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import requests
 import yaml
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -30,7 +29,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 
-from tests.realenv.runtime import CACHE, RuntimeDir, free_port, wait_until
+from tests.realenv.runtime import CACHE, RuntimeDir, free_port, local_session
 
 K8S_VERSION = os.environ.get("K8S_VERSION", "v1.36.3")
 BIN_DIR = CACHE / f"k8s-{K8S_VERSION}" / "bin"
@@ -225,6 +224,7 @@ class ControlPlane:
         self.rundir: RuntimeDir | None = None
         self.port = 0
         self.etcd_port = 0
+        self.http = local_session()
 
     # paths ---------------------------------------------------------------------------------
     @property
@@ -315,7 +315,7 @@ class ControlPlane:
         self._wait_http(
             "etcd",
             etcd,
-            lambda: requests.get(f"{etcd_url}/health", timeout=2).json().get("health") == "true",
+            lambda: self.http.get(f"{etcd_url}/health", timeout=2).json().get("health") == "true",
         )
 
         pki = self.workdir / "pki"
@@ -402,7 +402,7 @@ class ControlPlane:
 
     def _apiserver_ready(self) -> bool:
         pki = self.workdir / "pki"
-        response = requests.get(
+        response = self.http.get(
             f"{self.url}/readyz",
             cert=(str(pki / "admin.crt"), str(pki / "admin.key")),
             verify=str(pki / "ca.crt"),
@@ -450,7 +450,6 @@ class ControlPlane:
         self._users["controller-manager"] = ca.issue(
             "system:kube-controller-manager", organizations=("system:masters",)
         )
-        self._ca = ca
 
     def _write_kubeconfigs(self) -> None:
         for user, (cert, key) in self._users.items():
@@ -469,24 +468,10 @@ class ControlPlane:
         return api_client_from_kubeconfig(self.kubeconfig)
 
     def version(self) -> dict[str, Any]:
-        response = requests.get(f"{self.url}/version", verify=str(self.ca_file), timeout=5)
+        response = self.http.get(f"{self.url}/version", verify=str(self.ca_file), timeout=5)
         response.raise_for_status()
         data: dict[str, Any] = response.json()
         return data
-
-    def client_certificate_kubeconfig(
-        self, user: str, path: Path, *, groups: Sequence[str] = ()
-    ) -> Path:
-        """A kubeconfig authenticating as `user` (in `groups`) by a client certificate."""
-        cert, key = self._ca.issue(user, organizations=groups)
-        return write_kubeconfig(
-            path,
-            server=self.url,
-            ca_pem=self._ca_pem,
-            user=user,
-            client_cert_pem=cert,
-            client_key_pem=key,
-        )
 
     def kubeconfig_for_token(self, token: str, path: Path, *, namespace: str | None = None) -> Path:
         return write_kubeconfig(
@@ -544,18 +529,3 @@ class ControlPlane:
             "workdir": str(self.workdir),
             "version": K8S_VERSION,
         }
-
-
-def wait_for_namespace_gone(api: k8s.ApiClient, name: str, timeout: float = 60.0) -> None:
-    core = k8s.CoreV1Api(api)
-
-    def gone() -> bool:
-        try:
-            core.read_namespace(name)
-        except k8s.ApiException as exc:
-            if exc.status == 404:
-                return True
-            raise
-        return False
-
-    wait_until(gone, timeout=timeout, what=f"namespace {name} deleted")

@@ -25,7 +25,13 @@ import yaml
 from tests.charts.chartgen import CHART, ROOT
 from tests.operator.harness import create_job_from_cronjob, events_for, wait_ready
 from tests.realenv.controlplane import ControlPlane
-from tests.realenv.kubetools import KubeRest, kubectl
+from tests.realenv.kubetools import (
+    RESTRICTED_LABELS,
+    KubeRest,
+    ensure_namespace,
+    kubectl,
+    wait_default_service_account,
+)
 from tests.realenv.lab import Lab, Topology
 from tests.realenv.podrunner import HOST_NETNS, PodRunner
 from tests.realenv.promstack import Prometheus, Pushgateway
@@ -33,7 +39,6 @@ from tests.realenv.runtime import VENV_BIN, cleanup_stale, wait_until
 from tests.realenv.stack import (
     OperatorPorts,
     Release,
-    ensure_restricted_namespace,
     install_crds,
     is_operator_pod,
     serve_operator,
@@ -86,9 +91,7 @@ class Demo:
         )
         self.lab.attach_cluster_network("probe")
         # runs here come seconds apart, not minutes: routers' ICMP buckets would be empty
-        for node in self.lab.topology.nodes.values():
-            if node.role == "router":
-                self.lab.set_icmp_ratelimit(node.name, ms=0, burst=10_000, per_sec=100_000)
+        self.lab.lift_icmp_ratelimits(routers_only=True, burst=10_000, per_sec=100_000)
         self.pushgateway = self.stack.enter_context(Pushgateway())
         self.prometheus = self.stack.enter_context(Prometheus(pushgateway=self.pushgateway))
         self.target = self.lab.addr("target")
@@ -115,8 +118,8 @@ class Demo:
 
     def install_chart(self) -> None:
         step(2, "helm install the chart; the operator runs as its Deployment's pod")
-        install_crds(self.cluster, self.kube)
-        ensure_restricted_namespace(self.kube, RELEASE_NAMESPACE)
+        install_crds(self.cluster)
+        ensure_namespace(self.kube, RELEASE_NAMESPACE, RESTRICTED_LABELS)
         release = Release(self.cluster, RELEASE, RELEASE_NAMESPACE, self.workdir / "helm")
         ports = OperatorPorts.free()
         args = ["install", RELEASE, str(CHART), *ports.helm_args(self.pushgateway.url)]
@@ -132,12 +135,8 @@ class Demo:
 
     def apply_probe(self) -> None:
         step(3, "Apply a TracerouteProbe and run it")
-        ensure_restricted_namespace(self.kube, PROBE_NAMESPACE)
-        wait_until(
-            lambda: self.kube.get(f"/api/v1/namespaces/{PROBE_NAMESPACE}/serviceaccounts/default"),
-            timeout=30,
-            what="default ServiceAccount",
-        )
+        ensure_namespace(self.kube, PROBE_NAMESPACE, RESTRICTED_LABELS)
+        wait_default_service_account(self.kube, PROBE_NAMESPACE)
         probe: dict[str, Any] = yaml.safe_load(EXAMPLE.read_text())
         probe["metadata"] = {"name": PROBE, "namespace": PROBE_NAMESPACE}
         hops = len(self.lab.truth("probe", "target"))

@@ -20,19 +20,20 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import requests
 import yaml
 
-from tests.realenv.runtime import CACHE
+from tests.realenv.runtime import CACHE, local_session, wait_until
 
 KUBECTL_LAYER_VERSION = os.environ.get("KUBECTL_LAYER_VERSION", "2.2.2")
 TOOLS_BIN = CACHE / f"helm-kubectl-{KUBECTL_LAYER_VERSION}" / "bin"
 KUBECTL = TOOLS_BIN / "kubectl"
 HELM = TOOLS_BIN / "helm"
 
-
-def tools_present() -> bool:
-    return KUBECTL.is_file() and HELM.is_file()
+# PodSecurity `restricted` enforced, as a production namespace for the operator's pods is
+RESTRICTED_LABELS = {
+    "pod-security.kubernetes.io/enforce": "restricted",
+    "pod-security.kubernetes.io/enforce-version": "latest",
+}
 
 
 def _helm_env(kubeconfig: Path, home: Path | None) -> dict[str, str]:
@@ -86,6 +87,29 @@ def helm(
     )
 
 
+def apply_crds(
+    kubeconfig: Path,
+    files: Sequence[Path],
+    *,
+    field_manager: str = "kubectl",
+    timeout_seconds: int = 60,
+) -> None:
+    """Install CRDs (one server-side apply, idempotent) and return once all are served."""
+    apply = ["apply", "--server-side", "--force-conflicts", f"--field-manager={field_manager}"]
+    names = []
+    for path in files:
+        apply += ["-f", str(path)]
+        names += [
+            f"crd/{doc['metadata']['name']}" for doc in yaml.safe_load_all(path.read_text()) if doc
+        ]
+    kubectl(apply, kubeconfig=kubeconfig)
+    kubectl(
+        ["wait", "--for=condition=Established", f"--timeout={timeout_seconds}s", *names],
+        kubeconfig=kubeconfig,
+        timeout=timeout_seconds + 30,
+    )
+
+
 class KubeError(RuntimeError):
     def __init__(self, status: int, body: str, what: str) -> None:
         super().__init__(f"{what}: HTTP {status}: {body[:500]}")
@@ -105,9 +129,7 @@ class KubeRest:
         self.server = cluster["server"].rstrip("/")
         self._dir = tempfile.TemporaryDirectory(prefix="trop-kuberest-")
         secrets = Path(self._dir.name)
-        self.session = requests.Session()
-        # no proxies for loopback, and REQUESTS_CA_BUNDLE must not override our CA
-        self.session.trust_env = False
+        self.session = local_session()
         if "certificate-authority-data" in cluster:
             ca = secrets / "ca.crt"
             ca.write_bytes(base64.b64decode(cluster["certificate-authority-data"]))
@@ -189,3 +211,22 @@ class KubeRest:
                 if line:
                     event: dict[str, Any] = json.loads(line)
                     yield event
+
+
+def ensure_namespace(kube: KubeRest, name: str, labels: Mapping[str, str] | None = None) -> None:
+    """Create a namespace; one that exists already is kept as it is (409), any other refusal
+    (403, 422, ...) is an error."""
+    try:
+        kube.post("/api/v1/namespaces", {"metadata": {"name": name, "labels": dict(labels or {})}})
+    except KubeError as exc:
+        if exc.status != 409:
+            raise
+
+
+def wait_default_service_account(kube: KubeRest, namespace: str, timeout: float = 30) -> None:
+    """Created by the serviceaccount controller; pods cannot be admitted before it exists."""
+    wait_until(
+        lambda: kube.get(f"/api/v1/namespaces/{namespace}/serviceaccounts/default"),
+        timeout=timeout,
+        what=f"ServiceAccount {namespace}/default",
+    )

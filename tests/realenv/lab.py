@@ -515,7 +515,6 @@ class Lab:
         }
         self._relay: DelayRelay | None = None
         self._procs: list[subprocess.Popen[Any]] = []
-        self._silenced: set[str] = set()
         self._cluster_addrs: dict[str, str] = {}
         self._started = False
 
@@ -828,7 +827,6 @@ class Lab:
         )
         self.unsilence(node)
         _cmd(["ip", "netns", "exec", self.netns(node), "nft", "-f", "-"], input_text=script)
-        self._silenced.add(node)
 
     def unsilence(self, node: str) -> None:
         self._check_node(node)
@@ -846,10 +844,6 @@ class Lab:
             ],
             check=False,
         )
-        self._silenced.discard(node)
-
-    def is_silenced(self, node: str) -> bool:
-        return node in self._silenced
 
     def set_icmp_ratelimit(
         self, node: str, ms: int, burst: int, per_sec: int | None = None
@@ -873,6 +867,16 @@ class Lab:
         if per_sec is not None:
             settings["net.ipv4.icmp_msgs_per_sec"] = str(per_sec)
         self._sysctl(node, settings)
+
+    def lift_icmp_ratelimits(
+        self, *, burst: int, per_sec: int | None = None, routers_only: bool = False
+    ) -> None:
+        """No per-destination ICMP limit (ms=0) and a namespace bucket of ``burst`` (refilled
+        at ``per_sec``, kernel default when None) on every node, or only on the routers:
+        runs seconds apart instead of minutes would otherwise find the buckets empty."""
+        for node in self.topology.nodes.values():
+            if not routers_only or node.role == "router":
+                self.set_icmp_ratelimit(node.name, ms=0, burst=burst, per_sec=per_sec)
 
     def use_path(self, path: str) -> None:
         """Route both directions over path group ``path`` ("a" or "b" in diamond)."""

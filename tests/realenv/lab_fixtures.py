@@ -12,15 +12,19 @@ from tests.realenv.lab import Lab, Topology
 LabFactory = Callable[[Topology], Lab]
 
 
-def _require_root() -> None:
+def require_root() -> None:
+    """Skip (not fail) for a non-root user: the lab and the pod runner need root."""
     if os.geteuid() != 0:
-        pytest.skip("the network lab needs root (network namespaces)")
+        pytest.skip(
+            "the real test environment needs root (pod runner: setpriv/mount namespaces; "
+            "lab: network namespaces); run the tests as root"
+        )
 
 
 @pytest.fixture
 def lab_factory() -> Iterator[LabFactory]:
     """Callable(Topology) -> started Lab; every lab is torn down after the test."""
-    _require_root()
+    require_root()
     labs: list[Lab] = []
 
     def start(topology: Topology) -> Lab:

@@ -13,7 +13,6 @@ with `honor_labels: true` every second and evaluates rules every second.
 
 from __future__ import annotations
 
-import importlib
 import os
 import shutil
 import time
@@ -21,12 +20,13 @@ import urllib.parse
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import requests
 import yaml
 
-from tests.realenv.runtime import RuntimeDir, free_port
+from tests.realenv.lab import CLUSTER_GATEWAY, ensure_cluster_bridge
+from tests.realenv.runtime import RuntimeDir, free_port, local_session
 
 PUSHGATEWAY_BIN = "prometheus-pushgateway"
 PROMETHEUS_BIN = "prometheus"
@@ -47,36 +47,10 @@ def promtool_path() -> str:
     return _binary(PROMTOOL_BIN)
 
 
-def binaries_present() -> bool:
-    try:
-        _binary(PUSHGATEWAY_BIN)
-        _binary(PROMETHEUS_BIN)
-    except FileNotFoundError:
-        return False
-    return True
-
-
 def cluster_listen_host() -> str:
-    """The address pods in the lab reach the host's services at (lab's CLUSTER_GATEWAY).
-
-    Read lazily: the lab module is owned elsewhere and may be absent; then loopback.
-    """
-    try:
-        lab = importlib.import_module("tests.realenv.lab")
-    except ImportError:
-        return "127.0.0.1"
-    gateway = getattr(lab, "CLUSTER_GATEWAY", None)
-    ensure = getattr(lab, "ensure_cluster_bridge", None)
-    if not gateway or ensure is None:
-        return "127.0.0.1"
-    ensure()
-    return str(gateway)
-
-
-def _session() -> requests.Session:
-    session = requests.Session()
-    session.trust_env = False  # never via a proxy, these are local services
-    return session
+    """The address pods in the lab reach the host's services at (lab's CLUSTER_GATEWAY)."""
+    ensure_cluster_bridge()
+    return CLUSTER_GATEWAY
 
 
 class _Service:
@@ -87,7 +61,7 @@ class _Service:
         self.rundir: RuntimeDir | None = None
         self.host = "127.0.0.1"
         self.port = 0
-        self.http = _session()
+        self.http = local_session()
 
     @property
     def url(self) -> str:
@@ -117,6 +91,15 @@ class _Service:
             f"{self.kind} not ready within {timeout:.0f}s:\n{self.rundir.log_tail(self.kind)}"
         )
 
+    def start(self) -> Self:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
     def stop(self) -> None:
         if self.rundir is not None:
             self.rundir.remove(grace_seconds=5)
@@ -135,12 +118,6 @@ class Pushgateway(_Service):
     def __init__(self, *, listen_host: str | None = None, detached: bool = False) -> None:
         super().__init__(detached=detached)
         self._listen_host = listen_host
-
-    def __enter__(self) -> Pushgateway:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     def start(self, timeout: float = 30.0) -> Pushgateway:
         self.host = self._listen_host or cluster_listen_host()
@@ -242,12 +219,6 @@ class Prometheus(_Service):
         self.scrape_targets = list(scrape_targets)
         self.rule_files = [Path(p) for p in rule_files]
         self.interval = interval
-
-    def __enter__(self) -> Prometheus:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     @property
     def config_path(self) -> Path:

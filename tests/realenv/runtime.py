@@ -22,6 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
+import requests
+
 RUNTIME_ROOT = Path(os.environ.get("TROP_RUNTIME", "/run/traceroute-operator"))
 CACHE = Path(os.environ.get("TROP_CACHE", "/var/cache/traceroute-operator"))
 VENV_BIN = CACHE / "venv" / "bin"
@@ -37,6 +39,23 @@ def free_port(host: str = "127.0.0.1") -> int:
         sock.bind((host, 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+def local_session() -> requests.Session:
+    """HTTP to the environment's own loopback/lab services: never through HTTP(S)_PROXY, and
+    REQUESTS_CA_BUNDLE must not override a CA the caller sets."""
+    session = requests.Session()
+    session.trust_env = False
+    return session
+
+
+def http_ok(url: str, *, timeout: float = 3.0) -> bool:
+    """GET `url` answers 200 (False when it does not answer at all)."""
+    try:
+        with local_session() as session:
+            return session.get(url, timeout=timeout).status_code == 200
+    except requests.RequestException:
+        return False
 
 
 def process_start_time(pid: int) -> int | None:
@@ -163,9 +182,6 @@ class RuntimeDir:
         stale-cleanup can remove it if it is still empty."""
         with open(self.path / _CREATED_PATHS, "a") as f:
             f.write(f"{path}\n")
-
-    def remove_created_paths(self) -> None:
-        _remove_created_paths(self.path)
 
     def log_path(self, name: str) -> Path:
         return self.path / f"{name}.log"

@@ -9,33 +9,23 @@ securityContext, ServiceAccount token and RBAC.
 
 from __future__ import annotations
 
-import contextlib
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import requests
 import yaml
 
 from tests.charts.chartgen import CRD_SOURCE
 from tests.charts.charttools import operator_deployment
-from tests.realenv.cluster_fixtures import RESTRICTED_LABELS
+from tests.operator.monitoring import crdschema
 from tests.realenv.controlplane import ControlPlane
-from tests.realenv.kubetools import KubeError, KubeRest, helm, kubectl
+from tests.realenv.kubetools import KubeRest, apply_crds, helm
 from tests.realenv.podrunner import PodRunner
-from tests.realenv.runtime import CACHE, free_port, wait_until
+from tests.realenv.runtime import free_port, local_session, wait_until
 
-MONITORING_CRDS = ("servicemonitors", "podmonitors", "prometheusrules")
 PROBE_CRD = "tracerouteprobes.traceroute.dev"
 OPERATOR_SELECTOR = "app.kubernetes.io/component=operator"
-
-
-def prometheus_operator_crds() -> list[Path]:
-    dirs = sorted(CACHE.glob("prometheus-operator-crds-*/crds"))
-    if not dirs:
-        raise FileNotFoundError(f"prometheus-operator CRDs missing under {CACHE}: run `make env`")
-    return [dirs[-1] / f"monitoring.coreos.com_{plural}.yaml" for plural in MONITORING_CRDS]
 
 
 def crd_established(kube: KubeRest, name: str) -> bool:
@@ -46,21 +36,15 @@ def crd_established(kube: KubeRest, name: str) -> bool:
     )
 
 
-def install_crds(cluster: ControlPlane, kube: KubeRest) -> None:
+def install_crds(cluster: ControlPlane) -> None:
     """The prometheus-operator CRDs and the TracerouteProbe CRD (what a cluster with
     kube-prometheus-stack has after the chart's first install), served when this returns."""
-    args = ["apply", "--server-side", "--force-conflicts", "--field-manager=chart-tests"]
-    for path in [*prometheus_operator_crds(), CRD_SOURCE]:
-        args += ["-f", str(path)]
-    kubectl(args, kubeconfig=cluster.kubeconfig)
-    for name in [f"{p}.monitoring.coreos.com" for p in MONITORING_CRDS] + [PROBE_CRD]:
-        wait_until(lambda n=name: crd_established(kube, n), timeout=30, what=f"CRD {name}")
-
-
-def ensure_restricted_namespace(kube: KubeRest, name: str) -> None:
-    """A namespace enforcing PodSecurity `restricted` (kept if it exists already)."""
-    with contextlib.suppress(KubeError):
-        kube.post("/api/v1/namespaces", {"metadata": {"name": name, "labels": RESTRICTED_LABELS}})
+    apply_crds(
+        cluster.kubeconfig,
+        [*crdschema.crd_files(), CRD_SOURCE],
+        field_manager="chart-tests",
+        timeout_seconds=30,
+    )
 
 
 class Release:
@@ -143,8 +127,7 @@ class OperatorPod:
     def wait_serving(self, kube: KubeRest) -> None:
         """One operator pod running, its liveness endpoint answering where the kubelet asks."""
         wait_until(lambda: len(self.running_pods(kube)) == 1, timeout=60, what="operator pod")
-        session = requests.Session()
-        session.trust_env = False
+        session = local_session()
         healthz = f"http://127.0.0.1:{self.liveness_port}/healthz"
         try:
             wait_until(

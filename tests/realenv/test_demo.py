@@ -14,8 +14,8 @@ import sys
 
 import pytest
 
-from tests.realenv.cluster_fixtures import require_root
 from tests.realenv.lab import cleanup_all
+from tests.realenv.lab_fixtures import require_root
 
 pytestmark = pytest.mark.slow
 

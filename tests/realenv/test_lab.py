@@ -84,8 +84,7 @@ def ping_rtts_ms(lab: Lab, src: str, dst: str, family: Family, count: int = 5) -
 
 def loosen_rate_limits(lab: Lab) -> None:
     """Many traceroutes in a row would otherwise hit the kernel's ICMP limits."""
-    for node in lab.topology.nodes:
-        lab.set_icmp_ratelimit(node, ms=0, burst=1000)
+    lab.lift_icmp_ratelimits(burst=1000)
 
 
 @pytest.mark.parametrize("family", [4, 6])

@@ -2,36 +2,52 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
 import jsonschema
 import yaml
 
-from tests.realenv.kubetools import kubectl
+from tests.realenv.kubetools import apply_crds
+from tests.realenv.runtime import CACHE
 
-CACHE = Path(os.environ.get("TROP_CACHE", "/var/cache/traceroute-operator"))
 BUILD_SCRIPT = Path(__file__).resolve().parents[3] / "tests/env/build-prometheus-operator-crds.sh"
 
 CRD_FILES = {
     "ServiceMonitor": "monitoring.coreos.com_servicemonitors.yaml",
+    "PodMonitor": "monitoring.coreos.com_podmonitors.yaml",
     "PrometheusRule": "monitoring.coreos.com_prometheusrules.yaml",
 }
 
 
-def pinned_version() -> str:
+def _pinned(variable: str) -> str:
     for line in BUILD_SCRIPT.read_text().splitlines():
-        if line.startswith("PROM_OPERATOR_VERSION="):
+        if line.startswith(f"{variable}="):
             # PROM_OPERATOR_VERSION="${PROM_OPERATOR_VERSION:-v0.95.1}"
             return line.split(":-", 1)[1].rstrip('}"')
-    raise RuntimeError(f"no PROM_OPERATOR_VERSION in {BUILD_SCRIPT}")
+    raise RuntimeError(f"no {variable} in {BUILD_SCRIPT}")
+
+
+def pinned_version() -> str:
+    return _pinned("PROM_OPERATOR_VERSION")
 
 
 def crd_dir() -> Path | None:
-    """The generated CRDs of the pinned version, or None when not built yet."""
-    out = CACHE / f"prometheus-operator-crds-{pinned_version()}"
+    """The generated CRDs of the pinned versions (the build script's OUT), or None when not
+    built completely yet (no .done marker)."""
+    controller_tools = _pinned("CONTROLLER_TOOLS_VERSION")
+    out = CACHE / f"prometheus-operator-crds-{pinned_version()}-controller-tools-{controller_tools}"
     return out / "crds" if (out / ".done").exists() else None
+
+
+def crd_files() -> list[Path]:
+    """The CRD files of CRD_FILES; FileNotFoundError when not generated."""
+    directory = crd_dir()
+    if directory is None:
+        raise FileNotFoundError(
+            f"prometheus-operator CRDs not generated under {CACHE}: run `make env`"
+        )
+    return [directory / filename for filename in CRD_FILES.values()]
 
 
 def load_crd(kind: str) -> dict[str, Any]:
@@ -57,18 +73,6 @@ def validate(obj: dict[str, Any]) -> None:
 
 
 def install_crds(kubeconfig: Path) -> None:
-    """Install the generated ServiceMonitor and PrometheusRule CRDs into a cluster
+    """Install the generated prometheus-operator CRDs of CRD_FILES into a cluster
     (idempotent: server-side apply) and wait until they are served."""
-    directory = crd_dir()
-    if directory is None:
-        raise FileNotFoundError("prometheus-operator CRDs not generated: run `make env`")
-    for kind, filename in CRD_FILES.items():
-        kubectl(
-            ["apply", "--server-side", "--force-conflicts", "-f", str(directory / filename)],
-            kubeconfig=kubeconfig,
-        )
-        name = load_crd(kind)["metadata"]["name"]
-        kubectl(
-            ["wait", "--for=condition=Established", "--timeout=60s", f"crd/{name}"],
-            kubeconfig=kubeconfig,
-        )
+    apply_crds(kubeconfig, crd_files())

@@ -225,8 +225,7 @@ def monitored_probe(
     lab.attach_cluster_network("probe")
     # Runs follow each other within seconds here, not minutes: without this the
     # routers' ICMP rate limits (6 tokens, 1/s) silence most hops of the next run.
-    for node in lab.topology.nodes:
-        lab.set_icmp_ratelimit(node, ms=0, burst=1000)
+    lab.lift_icmp_ratelimits(burst=1000)
     namespace = f"obs-{uuid.uuid4().hex[:8]}"
     target = lab.addr("target")
     probe = ProbeUnderTest(lab, pushgateway, namespace, "web", target, workdir, **probe_options)
