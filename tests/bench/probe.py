@@ -198,8 +198,8 @@ def _configure(lab: Lab, scenario: Scenario) -> None:
         lab.unsilence(node)
         if scenario.rate_limited:
             lab.set_icmp_ratelimit(node, ms=1000, burst=50, per_sec=1000)  # Linux defaults
-        else:
-            lab.set_icmp_ratelimit(node, ms=0, burst=10000)
+    if not scenario.rate_limited:
+        lab.lift_icmp_ratelimits(burst=10000)
     for node in scenario.silent:
         lab.silence(node)
 

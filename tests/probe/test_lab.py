@@ -10,7 +10,6 @@ a test starts a listener.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import time
@@ -21,23 +20,13 @@ from typing import Any
 import pytest
 
 from tests.realenv.lab import CLUSTER_GATEWAY, Lab, Topology
+from tests.realenv.lab_fixtures import require_root
 from tests.realenv.runtime import free_port
 
 pytestmark = pytest.mark.slow
 
 NOBODY = 65534
 PYTHON = sys.executable  # the project venv: readable by uid 65534
-
-
-def _require_root() -> None:
-    if os.geteuid() != 0:
-        pytest.skip("the network lab needs root")
-
-
-def unlimit(lab: Lab) -> None:
-    """Turn off ICMP rate limits so back-to-back runs in a test do not starve each other."""
-    for node in lab.topology.nodes:
-        lab.set_icmp_ratelimit(node, ms=0, burst=10000)
 
 
 def trace(
@@ -74,9 +63,9 @@ def flow_path(doc: dict[str, Any], flow: int) -> tuple[str, ...]:
 
 @pytest.fixture(scope="module")
 def chain() -> Iterator[Lab]:
-    _require_root()
+    require_root()
     with Lab(Topology.chain(routers=4)) as lab:
-        unlimit(lab)
+        lab.lift_icmp_ratelimits(burst=10000)
         yield lab
 
 
@@ -235,7 +224,7 @@ def test_termination_message_for_many_targets(chain: Lab, tmp_path: Path) -> Non
 
 
 def test_strict_router_rate_limits_cause_no_false_loss() -> None:
-    _require_root()
+    require_root()
     with Lab(Topology.chain(routers=4)) as lab:
         # Per-source bucket as Linux ships it: 6 Time Exceeded, then one per second.
         # The namespace-wide bucket stays at its default: since Linux 6.11 it charges a
@@ -257,9 +246,9 @@ def test_strict_router_rate_limits_cause_no_false_loss() -> None:
 
 
 def test_route_flip_between_runs() -> None:
-    _require_root()
+    require_root()
     with Lab(Topology.diamond(a_routers=2, b_routers=3)) as lab:
-        unlimit(lab)
+        lab.lift_icmp_ratelimits(burst=10000)
         before_truth = lab.truth("probe", "target")
         _, before = trace(lab, lab.addr("target"), user=NOBODY)
         lab.use_path("b")
@@ -273,10 +262,10 @@ def test_route_flip_between_runs() -> None:
 
 
 def test_ecmp_fixed_flows_are_stable_varying_flows_are_not() -> None:
-    _require_root()
+    require_root()
     runs = 20
     with Lab(Topology.ecmp(branches=2)) as lab:
-        unlimit(lab)
+        lab.lift_icmp_ratelimits(burst=10000)
         target = lab.addr("target")
         valid = {tuple(p) for p in lab.truth_paths("probe", "target")}
         assert len(valid) == 2
@@ -299,9 +288,9 @@ def _series(text: str, name: str) -> list[str]:
 
 
 def test_pushgateway_receives_series_and_put_drops_vanished_hops(pushgateway: Any) -> None:
-    _require_root()
+    require_root()
     with Lab(Topology.diamond(a_routers=2, b_routers=3)) as lab:
-        unlimit(lab)
+        lab.lift_icmp_ratelimits(burst=10000)
         lab.attach_cluster_network("probe")
         url = f"http://{CLUSTER_GATEWAY}:{pushgateway.port}"
         args = (
@@ -338,9 +327,9 @@ def test_pushgateway_receives_series_and_put_drops_vanished_hops(pushgateway: An
 
 
 def test_pushgateway_down_exit_5_result_and_message_still_written(tmp_path: Path) -> None:
-    _require_root()
+    require_root()
     with Lab(Topology.chain(routers=2)) as lab:
-        unlimit(lab)
+        lab.lift_icmp_ratelimits(burst=10000)
         lab.attach_cluster_network("probe")
         dead = f"http://{CLUSTER_GATEWAY}:{free_port(CLUSTER_GATEWAY)}"
         log = tmp_path / "termination-log"
@@ -369,7 +358,7 @@ def test_pushgateway_down_exit_5_result_and_message_still_written(tmp_path: Path
 def test_many_targets_share_rate_limited_first_hops_without_false_stars() -> None:
     """Every target's first hops are the same Linux routers (burst 6, then 1/s): the
     per-responder budget and flow-major pacing must still show every hop."""
-    _require_root()
+    require_root()
     with Lab(Topology.chain(routers=4)) as lab:
         nodes = [n for n in lab.topology.nodes if n != "probe"]
         for node in nodes:

@@ -26,7 +26,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import requests
 import yaml
 from traceroute_operator.monitoring import MonitoringSettings, build_prometheusrule
 from traceroute_operator.monitoring.dashboards import build_dashboards
@@ -43,6 +42,7 @@ from traceroute_operator.status import iso
 from tests.realenv.lab import Lab, Topology
 from tests.realenv.lab_fixtures import LabFactory
 from tests.realenv.promstack import Prometheus, Pushgateway
+from tests.realenv.runtime import local_session
 
 pytestmark = pytest.mark.slow
 
@@ -136,7 +136,7 @@ def run_query(prom: Prometheus, expr: str, *, instant: bool) -> list[dict[str, A
     if instant:
         return prom.query(expr)
     end = time.time()
-    response = requests.get(
+    response = local_session().get(
         f"{prom.url}/api/v1/query_range",
         params={"query": expr, "start": str(end - 300), "end": str(end), "step": "1"},
         timeout=10,
