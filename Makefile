@@ -2,7 +2,10 @@
 # (tests/env/bootstrap.sh) into $(TROP_CACHE), outside the checkout.
 SHELL := /bin/bash
 export TROP_CACHE ?= /var/cache/traceroute-operator
-VENV := $(TROP_CACHE)/venv
+# One venv per checkout when several work side by side (each editable install points at
+# its own checkout, and pods run the venv's console scripts).
+export TROP_VENV ?= $(TROP_CACHE)/venv
+VENV := $(TROP_VENV)
 PY := $(VENV)/bin/python
 export PATH := $(VENV)/bin:$(PATH)
 

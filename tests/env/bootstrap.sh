@@ -25,7 +25,7 @@ if ((${#missing[@]})); then
   pkill -f '^/usr/bin/prometheus-pushgateway$' 2>/dev/null || true
 fi
 
-venv="$TROP_CACHE/venv"
+venv="${TROP_VENV:-$TROP_CACHE/venv}"
 if [[ ! -x "$venv/bin/python" ]]; then
   echo "== venv: $venv (Debian python3.11, readable by the probe's uid)"
   /usr/bin/python3.11 -m venv "$venv"

@@ -26,7 +26,7 @@ import requests
 
 RUNTIME_ROOT = Path(os.environ.get("TROP_RUNTIME", "/run/traceroute-operator"))
 CACHE = Path(os.environ.get("TROP_CACHE", "/var/cache/traceroute-operator"))
-VENV_BIN = CACHE / "venv" / "bin"
+VENV_BIN = Path(os.environ.get("TROP_VENV", str(CACHE / "venv"))) / "bin"
 
 _OWNER_FILE = "owner.json"
 _PIDS_DIR = "pids"
