@@ -1,5 +1,5 @@
 # One entry point for developers and CI. Everything installs itself on first use
-# (tests/env/bootstrap.sh) into $(TROP_CACHE), outside the checkout.
+# (devcluster/env/bootstrap.sh) into $(TROP_CACHE), outside the checkout.
 SHELL := /bin/bash
 export TROP_CACHE ?= /var/cache/traceroute-operator
 # One venv per checkout when several work side by side (each editable install points at
@@ -12,11 +12,11 @@ export PATH := $(VENV)/bin:$(PATH)
 .PHONY: env lint test test-fast demo bench bench-probe bench-operator env-up env-down clean-lab chart
 
 env:
-	bash tests/env/bootstrap.sh
+	bash devcluster/env/bootstrap.sh
 
 lint: env
-	$(PY) -m ruff check probe operator tests
-	$(PY) -m ruff format --check probe operator tests
+	$(PY) -m ruff check probe operator devcluster hack tests
+	$(PY) -m ruff format --check probe operator devcluster hack tests
 	$(PY) -m mypy
 
 # Every test: the fast layer and the real-component layer (control plane,
@@ -29,28 +29,28 @@ test-fast:
 	$(PY) -m pytest -m "not slow" tests
 
 demo: env
-	$(PY) -m tests.realenv demo
+	$(PY) -m devcluster demo
 
 bench: bench-probe bench-operator
 
 bench-probe: env
-	$(PY) -m tests.bench.probe
+	$(PY) -m devcluster.bench.probe
 
 bench-operator: env
-	$(PY) -m tests.bench.operator
+	$(PY) -m devcluster.bench.operator
 
 # Start/stop the real test environment by hand (see README).
 env-up: env
-	$(PY) -m tests.realenv up
+	$(PY) -m devcluster up
 
 env-down:
-	$(PY) -m tests.realenv down
+	$(PY) -m devcluster down
 
 # Remove every lab namespace, process and bridge a crashed run left behind.
 clean-lab:
-	$(PY) -m tests.realenv cleanup
+	$(PY) -m devcluster cleanup
 
 # Refresh the chart's generated files: its copy of crds/tracerouteprobes.yaml,
 # values.schema.json and the README values table (a test fails when they are stale).
 chart:
-	$(PY) -m tests.charts.chartgen write
+	$(PY) -m hack.chartgen write

@@ -1,9 +1,9 @@
 """Root conftest: registers the fixture plugins of the real test environment.
 
-Each plugin module owns one real component; see tests/realenv/.
+Each plugin module owns one real component of the local cluster (devcluster/).
 """
 
 pytest_plugins = [
-    "tests.realenv.lab_fixtures",
-    "tests.realenv.cluster_fixtures",
+    "tests.fixtures.lab",
+    "tests.fixtures.cluster",
 ]

@@ -12,7 +12,7 @@ from typing import Any
 
 from lupa import lua51
 
-from tests.charts.charttools import ARGOCD_HEALTH
+from devcluster.chart import ARGOCD_HEALTH
 
 ARGO_HEALTH_STATUSES = ("Healthy", "Progressing", "Degraded", "Suspended", "Missing", "Unknown")
 

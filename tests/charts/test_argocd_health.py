@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from tests.charts.argocd_health import argocd_health
-from tests.charts.chartgen import CRD_SOURCE
+from devcluster.paths import CRD_SOURCE
 
 NOW = "2025-11-24T10:00:00Z"
 

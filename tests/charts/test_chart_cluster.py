@@ -23,21 +23,21 @@ import pytest
 import yaml
 
 from tests.charts.argocd_health import argocd_health
-from tests.charts.chartgen import CHART
-from tests.charts.charttools import (
+from devcluster.paths import CHART
+from devcluster.chart import (
     CI_VALUES,
     EXAMPLES,
     load_values,
     operator_deployment,
     render_text,
 )
-from tests.operator.harness import get_or_none, is_ready
-from tests.realenv.controlplane import ControlPlane
-from tests.realenv.kubetools import RESTRICTED_LABELS, KubeError, KubeRest, ensure_namespace, kubectl
-from tests.realenv.podrunner import HOST_NETNS
-from tests.realenv.promstack import Pushgateway
-from tests.realenv.runtime import wait_until
-from tests.realenv.stack import (
+from devcluster.operator_process import get_or_none, is_ready
+from devcluster.controlplane import ControlPlane
+from devcluster.kubetools import RESTRICTED_LABELS, KubeError, KubeRest, ensure_namespace, kubectl
+from devcluster.podrunner import HOST_NETNS
+from devcluster.promstack import Pushgateway
+from devcluster.runtime import wait_until
+from devcluster.stack import (
     OPERATOR_SELECTOR,
     PROBE_CRD,
     OperatorPod,

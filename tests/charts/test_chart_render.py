@@ -16,8 +16,8 @@ import yaml
 from traceroute_operator.config import ENV_REFERENCE, OperatorConfig
 from traceroute_operator.monitoring.settings import env_reference
 
-from tests.charts.chartgen import CHART, CRD_SOURCE, RBAC_SOURCE
-from tests.charts.charttools import (
+from devcluster.paths import CHART, CRD_SOURCE, RBAC_SOURCE
+from devcluster.chart import (
     CI_VALUES,
     RELEASE_NAMESPACE,
     by_kind,

@@ -8,11 +8,12 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.charts import chartgen
+from devcluster.paths import CRD_SOURCE, RBAC_SOURCE, ROOT
+from hack import chartgen
 
 
 def test_chart_crd_is_a_copy_of_the_single_source() -> None:
-    source = chartgen.CRD_SOURCE.read_bytes()
+    source = CRD_SOURCE.read_bytes()
     assert chartgen.CRD_COPY.read_bytes() == source, (
         "charts/traceroute-operator/crds/tracerouteprobes.yaml differs from "
         "crds/tracerouteprobes.yaml: run `make chart`"
@@ -20,14 +21,14 @@ def test_chart_crd_is_a_copy_of_the_single_source() -> None:
 
 
 def test_chart_rbac_rules_are_a_copy_of_the_operators_own() -> None:
-    assert chartgen.RBAC_COPY.read_bytes() == chartgen.RBAC_SOURCE.read_bytes(), (
+    assert chartgen.RBAC_COPY.read_bytes() == RBAC_SOURCE.read_bytes(), (
         "charts/traceroute-operator/files/operator-rbac.yaml differs from "
         "operator/traceroute_operator/data/rbac.yaml: run `make chart`"
     )
 
 
 def test_generated_files_are_current() -> None:
-    stale = [str(path.relative_to(chartgen.ROOT)) for path in chartgen.stale_files()]
+    stale = [str(path.relative_to(ROOT)) for path in chartgen.stale_files()]
     assert stale == [], f"stale generated files {stale}: run `make chart`"
 
 

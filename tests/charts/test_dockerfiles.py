@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.charts.chartgen import ROOT
+from devcluster.paths import ROOT
 
 DOCKERFILES = [ROOT / "probe" / "Dockerfile", ROOT / "operator" / "Dockerfile"]
 

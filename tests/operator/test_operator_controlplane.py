@@ -27,7 +27,11 @@ import requests
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.operator.harness import (
+from devcluster.controlplane import ControlPlane
+from devcluster.kubetools import KubeError, KubeRest, ensure_namespace
+from devcluster.lab import Lab, Topology
+from devcluster.monitoring_crds import install_crds as install_monitoring_crds
+from devcluster.operator_process import (
     OperatorProcess,
     condition,
     create_job_from_cronjob,
@@ -39,12 +43,8 @@ from tests.operator.harness import (
     probe_path,
     wait_ready,
 )
-from tests.operator.monitoring.crdschema import install_crds as install_monitoring_crds
-from tests.realenv.controlplane import ControlPlane
-from tests.realenv.kubetools import KubeError, KubeRest, ensure_namespace
-from tests.realenv.lab import Lab, Topology
-from tests.realenv.promstack import Pushgateway
-from tests.realenv.runtime import wait_until
+from devcluster.promstack import Pushgateway
+from devcluster.runtime import wait_until
 
 pytestmark = pytest.mark.slow
 

@@ -19,9 +19,9 @@ from typing import Any
 
 import pytest
 
-from tests.realenv.lab import CLUSTER_GATEWAY, Lab, Topology
-from tests.realenv.lab_fixtures import require_root
-from tests.realenv.runtime import free_port
+from devcluster.lab import CLUSTER_GATEWAY, Lab, Topology
+from devcluster.runtime import free_port
+from tests.fixtures.lab import require_root
 
 pytestmark = pytest.mark.slow
 

@@ -25,7 +25,7 @@ _DEFAULT_SEVERITIES: dict[str, str] = {
 ALERT_NAMES: tuple[str, ...] = tuple(_DEFAULT_SEVERITIES)
 
 # The public ones are also patterns of the chart's values.schema.json
-# (tests/charts/chartgen.py), so helm rejects what the operator would.
+# (hack/chartgen.py), so helm rejects what the operator would.
 DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
 _LABEL_NAME = re.compile(

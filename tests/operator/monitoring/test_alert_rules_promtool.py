@@ -15,7 +15,7 @@ from typing import Any
 import yaml
 from traceroute_operator.monitoring import MonitoringSettings, build_prometheusrule
 
-from tests.realenv.promstack import promtool_path
+from devcluster.promstack import promtool_path
 
 NS = "team-a"
 PROBE = "web"

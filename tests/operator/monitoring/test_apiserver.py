@@ -18,10 +18,10 @@ from traceroute_operator.monitoring import (
     build_pushgateway_servicemonitor,
 )
 
-from tests.operator.monitoring import crdschema
-from tests.realenv.controlplane import ControlPlane
-from tests.realenv.kubetools import kubectl
-from tests.realenv.runtime import wait_until
+from devcluster import monitoring_crds as crds
+from devcluster.controlplane import ControlPlane
+from devcluster.kubetools import kubectl
+from devcluster.runtime import wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -31,7 +31,7 @@ GROUP, VERSION = "monitoring.coreos.com", "v1"
 
 @pytest.fixture
 def monitoring_crds(control_plane: ControlPlane) -> ControlPlane:
-    crdschema.install_crds(control_plane.kubeconfig)
+    crds.install_crds(control_plane.kubeconfig)
     # the TracerouteProbe CRD owns the PrometheusRules
     kubectl(
         [

@@ -16,7 +16,7 @@ from traceroute_operator.monitoring import (
 from traceroute_operator.monitoring.prometheusrule import probe_identity
 from traceroute_operator.monitoring.schedule import ScheduleError
 
-from tests.operator.monitoring import crdschema
+from devcluster import monitoring_crds
 
 PROBE: dict[str, Any] = {
     "apiVersion": "traceroute.dev/v1alpha1",
@@ -38,7 +38,7 @@ def test_servicemonitor_is_valid_and_honours_labels() -> None:
         pushgateway_selector={"app.kubernetes.io/name": "prometheus-pushgateway"},
     )
     sm = build_pushgateway_servicemonitor(settings)
-    crdschema.validate(sm)
+    monitoring_crds.validate(sm)
     assert sm["metadata"]["namespace"] == "traceroute-system"
     assert sm["metadata"]["labels"]["release"] == "kube-prometheus-stack"
     (endpoint,) = sm["spec"]["endpoints"]
@@ -52,7 +52,7 @@ def test_servicemonitor_without_job_filter_is_valid() -> None:
     sm = build_pushgateway_servicemonitor(
         MonitoringSettings(servicemonitor_keep_only_traceroute_jobs=False, scrape_interval="1m")
     )
-    crdschema.validate(sm)
+    monitoring_crds.validate(sm)
     assert "metricRelabelings" not in sm["spec"]["endpoints"][0]
     assert sm["spec"]["endpoints"][0]["interval"] == "1m"
 
@@ -63,12 +63,12 @@ def test_schema_check_rejects_a_broken_object() -> None:
     broken = copy.deepcopy(sm)
     broken["spec"]["endpoints"][0]["honorLabels"] = "yes"
     with pytest.raises(jsonschema.ValidationError):
-        crdschema.validate(broken)
+        monitoring_crds.validate(broken)
     rule = build_prometheusrule(PROBE, MonitoringSettings())
     broken_rule = copy.deepcopy(rule)
     broken_rule["spec"]["groups"][0]["rules"][1]["for"] = "7 minutes"
     with pytest.raises(jsonschema.ValidationError):
-        crdschema.validate(broken_rule)
+        monitoring_crds.validate(broken_rule)
 
 
 @pytest.mark.parametrize(
@@ -77,7 +77,7 @@ def test_schema_check_rejects_a_broken_object() -> None:
 def test_prometheusrule_is_valid_for_schedules(schedule: str) -> None:
     probe = copy.deepcopy(PROBE)
     probe["spec"]["schedule"] = schedule
-    crdschema.validate(build_prometheusrule(probe, MonitoringSettings()))
+    monitoring_crds.validate(build_prometheusrule(probe, MonitoringSettings()))
 
 
 def test_prometheusrule_is_owned_by_the_probe_and_selects_only_it() -> None:

@@ -39,10 +39,10 @@ from traceroute_operator.pushgateway import (
 from traceroute_operator.results import RunResult, parse_termination_message
 from traceroute_operator.status import iso
 
-from tests.realenv.lab import Lab, Topology
-from tests.realenv.lab_fixtures import LabFactory
-from tests.realenv.promstack import Prometheus, Pushgateway
-from tests.realenv.runtime import local_session
+from devcluster.lab import Lab, Topology
+from devcluster.promstack import Prometheus, Pushgateway
+from devcluster.runtime import local_session
+from tests.fixtures.lab import LabFactory
 
 pytestmark = pytest.mark.slow
 

@@ -10,7 +10,7 @@ import ipaddress
 
 import pytest
 
-from tests.realenv.lab import AmbiguousPathError, Lab, Topology, plan_interfaces
+from devcluster.lab import AmbiguousPathError, Lab, Topology, plan_interfaces
 
 
 def test_chain_routes_send_everything_beyond_the_first_router_through_it() -> None:

@@ -1,6 +1,6 @@
 """A real Kubernetes control plane on loopback: etcd, kube-apiserver, kube-controller-manager.
 
-The binaries come from tests/env/build-control-plane.sh (built from their Go modules, cached
+The binaries come from devcluster/env/build-control-plane.sh (built from their Go modules, cached
 outside the checkout). Everything else is generated per instance in a runtime directory:
 a CA, the apiserver's serving certificate, client certificates, the service-account signing
 key. RBAC and PodSecurity admission are on; TokenRequest works, so a test can run the operator
@@ -29,7 +29,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 
-from tests.realenv.runtime import CACHE, RuntimeDir, free_port, local_session
+from devcluster.runtime import CACHE, RuntimeDir, free_port, local_session
 
 K8S_VERSION = os.environ.get("K8S_VERSION", "v1.36.3")
 BIN_DIR = CACHE / f"k8s-{K8S_VERSION}" / "bin"
@@ -205,7 +205,7 @@ class ControlPlaneError(RuntimeError):
 class ControlPlane:
     """etcd + kube-apiserver + kube-controller-manager on loopback free ports.
 
-    `detached=True` (used by `python -m tests.realenv up`) keeps the processes running after
+    `detached=True` (used by `python -m devcluster up`) keeps the processes running after
     this Python process exits; otherwise they die with it even on SIGKILL.
     """
 
@@ -257,7 +257,7 @@ class ControlPlane:
         if not binaries_present():
             raise ControlPlaneError(
                 f"control-plane binaries missing in {BIN_DIR}: run `make env` "
-                "(tests/env/build-control-plane.sh)"
+                "(devcluster/env/build-control-plane.sh)"
             )
         # a port picked free can be taken before the server binds it: retry a bounded number
         last: Exception | None = None
@@ -522,7 +522,7 @@ class ControlPlane:
                     raise
 
     def state(self) -> dict[str, Any]:
-        """What `python -m tests.realenv status` prints and `down` needs."""
+        """What `python -m devcluster status` prints and `down` needs."""
         return {
             "url": self.url,
             "kubeconfig": str(self.kubeconfig),

@@ -42,7 +42,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from tests.realenv.delaylink import DelayLinkSpec, DelayRelay
+from devcluster.delaylink import DelayLinkSpec, DelayRelay
 
 Family = Literal[4, 6]
 Role = Literal["host", "router"]
@@ -1083,7 +1083,7 @@ def cleanup_all(include_live: bool = False, remove_bridge: bool = False) -> list
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Bring a preset up by hand: ``python -m tests.realenv.lab chain --routers 4``."""
+    """Bring a preset up by hand: ``python -m devcluster.lab chain --routers 4``."""
     parser = argparse.ArgumentParser(description="Start a lab topology until Ctrl-C.")
     parser.add_argument("preset", choices=["chain", "diamond", "ecmp", "cleanup"])
     parser.add_argument("--routers", type=int, default=4, help="chain length")

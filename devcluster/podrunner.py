@@ -50,13 +50,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tests.realenv.kubetools import KubeError, KubeRest
-from tests.realenv.runtime import VENV_BIN, RuntimeDir
+from devcluster.kubetools import KubeError, KubeRest
+from devcluster.paths import ROOT
+from devcluster.runtime import VENV_BIN, RuntimeDir
 
 # What stands in for the container image: the venv and the checkout its editable install
 # points at. A pod volume mounted over a parent of them (an emptyDir at /tmp while the
 # checkout is a clone under /tmp) would hide the image's code, so they are mounted back.
-IMAGE_PATHS = (Path(__file__).resolve().parents[2], VENV_BIN.parent.resolve())
+IMAGE_PATHS = (ROOT, VENV_BIN.parent.resolve())
 
 log = logging.getLogger(__name__)
 

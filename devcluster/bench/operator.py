@@ -1,6 +1,6 @@
 """Benchmark of the operator at scale against the real apiserver.
 
-``python -m tests.bench.operator [--probes 1000]`` (``make bench-operator``; needs the
+``python -m devcluster.bench.operator [--probes 1000]`` (``make bench-operator``; needs the
 control-plane binaries). Starts its own control plane with the TracerouteProbe and
 prometheus-operator CRDs, runs ``traceroute-operator run`` with its own ServiceAccount
 RBAC (data/rbac.yaml) for one namespace, applies N TracerouteProbes at once and reports:
@@ -23,16 +23,16 @@ import tempfile
 import time
 from pathlib import Path
 
-from tests.operator.harness import (
+from devcluster.controlplane import ControlPlane
+from devcluster.kubetools import KubeRest, ensure_namespace
+from devcluster.monitoring_crds import install_crds as install_monitoring_crds
+from devcluster.operator_process import (
     OperatorProcess,
     install_crd,
     is_ready,
     probe_manifest,
     probe_path,
 )
-from tests.operator.monitoring.crdschema import install_crds as install_monitoring_crds
-from tests.realenv.controlplane import ControlPlane
-from tests.realenv.kubetools import KubeRest, ensure_namespace
 
 NAMESPACE = "bench"
 TARGET_SECONDS = 60.0

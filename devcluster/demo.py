@@ -22,21 +22,21 @@ from typing import Any
 
 import yaml
 
-from tests.charts.chartgen import CHART, ROOT
-from tests.operator.harness import create_job_from_cronjob, events_for, wait_ready
-from tests.realenv.controlplane import ControlPlane
-from tests.realenv.kubetools import (
+from devcluster.controlplane import ControlPlane
+from devcluster.kubetools import (
     RESTRICTED_LABELS,
     KubeRest,
     ensure_namespace,
     kubectl,
     wait_default_service_account,
 )
-from tests.realenv.lab import Lab, Topology
-from tests.realenv.podrunner import HOST_NETNS, PodRunner
-from tests.realenv.promstack import Prometheus, Pushgateway
-from tests.realenv.runtime import VENV_BIN, cleanup_stale, wait_until
-from tests.realenv.stack import (
+from devcluster.lab import Lab, Topology
+from devcluster.operator_process import create_job_from_cronjob, events_for, wait_ready
+from devcluster.paths import CHART, ROOT
+from devcluster.podrunner import HOST_NETNS, PodRunner
+from devcluster.promstack import Prometheus, Pushgateway
+from devcluster.runtime import VENV_BIN, cleanup_stale, wait_until
+from devcluster.stack import (
     OperatorPorts,
     Release,
     install_crds,

@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from tests.realenv.lab import (
+from devcluster.lab import (
     CLUSTER_BRIDGE,
     CLUSTER_GATEWAY,
     CLUSTER_SUBNET,
@@ -24,7 +24,7 @@ from tests.realenv.lab import (
     Topology,
     cleanup_all,
 )
-from tests.realenv.lab_fixtures import LabFactory
+from tests.fixtures.lab import LabFactory
 
 pytestmark = pytest.mark.slow
 
@@ -253,7 +253,7 @@ def test_cleanup_all_removes_leftovers_of_a_killed_process(lab_factory: LabFacto
     script = textwrap.dedent(
         """
         import json, sys, time
-        from tests.realenv.lab import Lab, Topology
+        from devcluster.lab import Lab, Topology
         lab = Lab(Topology.chain(routers=1, link_delay_ms=1.0)).start()
         lab.popen("target", ["sleep", "300"])
         print(json.dumps([lab.netns(n) for n in lab.topology.nodes]), flush=True)

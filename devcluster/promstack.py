@@ -1,6 +1,6 @@
 """A real Pushgateway and Prometheus (Debian packages) for the tests.
 
-The Pushgateway listens on the lab's cluster gateway address (`tests.realenv.lab.CLUSTER_GATEWAY`,
+The Pushgateway listens on the lab's cluster gateway address (`devcluster.lab.CLUSTER_GATEWAY`,
 a root-namespace bridge address) so that probe "pods" inside the lab can push to it, exactly
 as pods push to a Service; the host reaches the same address. If the lab module is not
 available it falls back to loopback. Prometheus listens on loopback, scrapes the Pushgateway
@@ -25,8 +25,8 @@ from typing import Any, Self
 import requests
 import yaml
 
-from tests.realenv.lab import CLUSTER_GATEWAY, ensure_cluster_bridge
-from tests.realenv.runtime import RuntimeDir, free_port, local_session
+from devcluster.lab import CLUSTER_GATEWAY, ensure_cluster_bridge
+from devcluster.runtime import RuntimeDir, free_port, local_session
 
 PUSHGATEWAY_BIN = "prometheus-pushgateway"
 PROMETHEUS_BIN = "prometheus"

@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from tests.realenv.kubetools import KubeRest
-from tests.realenv.podrunner import (
+from devcluster.kubetools import KubeRest
+from devcluster.podrunner import (
     DEFAULT_CAPABILITIES,
     HOST_NETNS,
     TERMINATION_MESSAGE_MAX_BYTES,
@@ -24,7 +24,7 @@ from tests.realenv.podrunner import (
     read_termination_message,
     setpriv_args,
 )
-from tests.realenv.runtime import wait_until
+from devcluster.runtime import wait_until
 
 RESTRICTED = {
     "runAsNonRoot": True,

@@ -1,11 +1,11 @@
 """Start and stop the real test environment by hand.
 
-    python -m tests.realenv up        # control plane + Pushgateway + Prometheus, detached
-    python -m tests.realenv status    # what runs, kubeconfig, URLs
-    python -m tests.realenv pods      # run pending pods (pod runner) until Ctrl-C
-    python -m tests.realenv down      # stop what `up` started
-    python -m tests.realenv cleanup   # also remove leftovers of crashed test runs and labs
-    python -m tests.realenv demo      # the README's demo (make demo); --no-wait for tests
+    python -m devcluster up        # control plane + Pushgateway + Prometheus, detached
+    python -m devcluster status    # what runs, kubeconfig, URLs
+    python -m devcluster pods      # run pending pods (pod runner) until Ctrl-C
+    python -m devcluster down      # stop what `up` started
+    python -m devcluster cleanup   # also remove leftovers of crashed test runs and labs
+    python -m devcluster demo      # the README's demo (make demo); --no-wait for tests
 
 State lives in $TROP_RUNTIME (default /run/traceroute-operator): env.json plus one directory
 per component with its logs, certificates and pidfiles.
@@ -24,12 +24,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from tests.realenv.controlplane import ControlPlane
-from tests.realenv.kubetools import KUBECTL, KubeRest
-from tests.realenv.lab import cleanup_all
-from tests.realenv.podrunner import HOST_NETNS, PodRunner
-from tests.realenv.promstack import Prometheus, Pushgateway
-from tests.realenv.runtime import RUNTIME_ROOT, RuntimeDir, cleanup_stale, http_ok
+from devcluster.controlplane import ControlPlane
+from devcluster.kubetools import KUBECTL, KubeRest
+from devcluster.lab import cleanup_all
+from devcluster.podrunner import HOST_NETNS, PodRunner
+from devcluster.promstack import Prometheus, Pushgateway
+from devcluster.runtime import RUNTIME_ROOT, RuntimeDir, cleanup_stale, http_ok
 
 STATE_FILE = RUNTIME_ROOT / "env.json"
 
@@ -72,7 +72,7 @@ def _print_state(state: dict[str, Any]) -> None:
     print()
     print(f"  export KUBECONFIG={cp['kubeconfig']}")
     print(f"  {KUBECTL} get namespaces")
-    print("  pods stay Pending until a pod runner runs: python -m tests.realenv pods")
+    print("  pods stay Pending until a pod runner runs: python -m devcluster pods")
 
 
 @command("up", "start control plane, Pushgateway and Prometheus (detached)")
@@ -130,7 +130,7 @@ def cmd_down(args: argparse.Namespace) -> int:
 def cmd_status(args: argparse.Namespace) -> int:
     state = read_state()
     if not state:
-        print("nothing is up (python -m tests.realenv up)")
+        print("nothing is up (python -m devcluster up)")
         return 1
     _print_state(state)
     print()
@@ -167,7 +167,7 @@ def _pods_arguments(parser: argparse.ArgumentParser) -> None:
 def cmd_pods(args: argparse.Namespace) -> int:
     state = read_state()
     if not state:
-        print("nothing is up (python -m tests.realenv up)", file=sys.stderr)
+        print("nothing is up (python -m devcluster up)", file=sys.stderr)
         return 1
     netns = HOST_NETNS if args.host_network else args.netns
     runner = PodRunner(
@@ -225,13 +225,13 @@ def _demo_arguments(parser: argparse.ArgumentParser) -> None:
     "demo", "the whole product end to end: helm install .. route flip .. alert", _demo_arguments
 )
 def cmd_demo(args: argparse.Namespace) -> int:
-    demo = importlib.import_module("tests.realenv.demo")  # heavier imports: only when asked
+    demo = importlib.import_module("devcluster.demo")  # heavier imports: only when asked
     code: int = demo.run(wait=not args.no_wait)
     return code
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tests.realenv", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m devcluster", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     for name, (help_text, _fn, arguments) in COMMANDS.items():
         subparser = sub.add_parser(name, help=help_text)

@@ -1,7 +1,7 @@
 """Generated parts of the Helm chart, kept in the repository and checked by the tests.
 
-    python -m tests.charts.chartgen write   # after editing values.yaml or crds/
-    python -m tests.charts.chartgen check   # exit 1 when a generated file is stale
+    python -m hack.chartgen write   # after editing values.yaml or crds/
+    python -m hack.chartgen check   # exit 1 when a generated file is stale
 
 Generated:
 - charts/traceroute-operator/crds/tracerouteprobes.yaml: a byte copy of
@@ -30,18 +30,16 @@ import yaml
 from traceroute_operator.monitoring import settings as monitoring_settings
 from traceroute_operator.monitoring.settings import ALERT_NAMES
 
-ROOT = Path(__file__).resolve().parents[2]
-CHART = ROOT / "charts" / "traceroute-operator"
-CRD_SOURCE = ROOT / "crds" / "tracerouteprobes.yaml"
+from devcluster.paths import CHART, CRD_SOURCE, RBAC_SOURCE, ROOT
+
 CRD_COPY = CHART / "crds" / "tracerouteprobes.yaml"
-# What the operator does, as RBAC rules: written by the operator's authors next to its code
-# (and used by its own tests), granted by the chart.
-RBAC_SOURCE = ROOT / "operator" / "traceroute_operator" / "data" / "rbac.yaml"
+# RBAC_SOURCE is what the operator does, as RBAC rules: written by the operator's authors
+# next to its code (and used by its own tests), granted by the chart.
 RBAC_COPY = CHART / "files" / "operator-rbac.yaml"
 SCHEMA = CHART / "values.schema.json"
 VALUES = CHART / "values.yaml"
 README = CHART / "README.md"
-TABLE_BEGIN = "<!-- values-table:begin (generated: python -m tests.charts.chartgen write) -->"
+TABLE_BEGIN = "<!-- values-table:begin (generated: python -m hack.chartgen write) -->"
 TABLE_END = "<!-- values-table:end -->"
 
 # The Kubernetes release whose API types the schema embeds (the chart's test control plane).
@@ -507,12 +505,12 @@ def stale_files() -> list[Path]:
 
 def main(argv: list[str]) -> int:
     if argv not in (["write"], ["check"]):
-        print("usage: python -m tests.charts.chartgen write|check", file=sys.stderr)
+        print("usage: python -m hack.chartgen write|check", file=sys.stderr)
         return 2
     if argv == ["check"]:
         stale = stale_files()
         for path in stale:
-            print(f"stale: {path.relative_to(ROOT)} (run: python -m tests.charts.chartgen write)")
+            print(f"stale: {path.relative_to(ROOT)} (run: python -m hack.chartgen write)")
         return 1 if stale else 0
     for path, content in expected_files().items():
         if not path.exists() or path.read_bytes() != content:

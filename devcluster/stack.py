@@ -16,13 +16,13 @@ from typing import Any
 
 import yaml
 
-from tests.charts.chartgen import CRD_SOURCE
-from tests.charts.charttools import operator_deployment
-from tests.operator.monitoring import crdschema
-from tests.realenv.controlplane import ControlPlane
-from tests.realenv.kubetools import KubeRest, apply_crds, helm
-from tests.realenv.podrunner import PodRunner
-from tests.realenv.runtime import free_port, local_session, wait_until
+from devcluster import monitoring_crds
+from devcluster.chart import operator_deployment
+from devcluster.controlplane import ControlPlane
+from devcluster.kubetools import KubeRest, apply_crds, helm
+from devcluster.paths import CRD_SOURCE
+from devcluster.podrunner import PodRunner
+from devcluster.runtime import free_port, local_session, wait_until
 
 PROBE_CRD = "tracerouteprobes.traceroute.dev"
 OPERATOR_SELECTOR = "app.kubernetes.io/component=operator"
@@ -41,7 +41,7 @@ def install_crds(cluster: ControlPlane) -> None:
     kube-prometheus-stack has after the chart's first install), served when this returns."""
     apply_crds(
         cluster.kubeconfig,
-        [*crdschema.crd_files(), CRD_SOURCE],
+        [*monitoring_crds.crd_files(), CRD_SOURCE],
         field_manager="chart-tests",
         timeout_seconds=30,
     )

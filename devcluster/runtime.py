@@ -119,7 +119,7 @@ def _signal_group(record: ProcessRecord, sig: signal.Signals) -> None:
 class RuntimeDir:
     """One component's directory under RUNTIME_ROOT: files, logs and pidfiles.
 
-    `owner_pid=None` marks an environment started by hand (`python -m tests.realenv up`):
+    `owner_pid=None` marks an environment started by hand (`python -m devcluster up`):
     stale-cleanup leaves it alone, only `down` or `cleanup --all` remove it.
     """
 

@@ -12,11 +12,11 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.realenv.kubetools import KubeRest
-from tests.realenv.lab import Topology
-from tests.realenv.lab_fixtures import LabFactory
-from tests.realenv.promstack import Prometheus, Pushgateway, promtool_path
-from tests.realenv.runtime import wait_until
+from devcluster.kubetools import KubeRest
+from devcluster.lab import Topology
+from devcluster.promstack import Prometheus, Pushgateway, promtool_path
+from devcluster.runtime import wait_until
+from tests.fixtures.lab import LabFactory
 
 pytestmark = pytest.mark.slow
 

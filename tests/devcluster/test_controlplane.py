@@ -10,10 +10,10 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.realenv.controlplane import K8S_VERSION, ControlPlane
-from tests.realenv.kubetools import KubeError, KubeRest, kubectl
-from tests.realenv.podrunner import PodRunner
-from tests.realenv.runtime import wait_until
+from devcluster.controlplane import K8S_VERSION, ControlPlane
+from devcluster.kubetools import KubeError, KubeRest, kubectl
+from devcluster.podrunner import PodRunner
+from devcluster.runtime import wait_until
 
 pytestmark = pytest.mark.slow
 

@@ -1,6 +1,6 @@
 """Benchmark of the probe against reference tracers in the network lab.
 
-``python -m tests.bench.probe`` (``make bench-probe``; needs root for the lab). A chain
+``python -m devcluster.bench.probe`` (``make bench-probe``; needs root for the lab). A chain
 of 8 routers with 5-20 ms one-way delay per link; scenarios: all hops answer, two
 silent routers, silent destination, rate-limited routers (Linux default per-source
 limit: 6 Time Exceeded, then 1/s; every run then starts with full buckets, 7 s apart).
@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from tests.realenv.lab import Lab, Topology
+from devcluster.lab import Lab, Topology
 
 PYTHON = sys.executable
 NOBODY = 65534
@@ -302,7 +302,7 @@ def _report(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tests.bench.probe", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m devcluster.bench.probe", description=__doc__)
     parser.add_argument("--reps", type=int, default=5, help="runs per tool and scenario (max)")
     parser.add_argument("--tools", nargs="*", default=list(TOOLS), choices=list(TOOLS))
     parser.add_argument(

@@ -17,10 +17,10 @@ from typing import Any
 
 import yaml
 
-from tests.charts.chartgen import CRD_SOURCE, RBAC_SOURCE
-from tests.realenv.controlplane import ControlPlane
-from tests.realenv.kubetools import KubeError, KubeRest, apply_crds, ensure_namespace
-from tests.realenv.runtime import (
+from devcluster.controlplane import ControlPlane
+from devcluster.kubetools import KubeError, KubeRest, apply_crds, ensure_namespace
+from devcluster.paths import CRD_SOURCE, RBAC_SOURCE
+from devcluster.runtime import (
     VENV_BIN,
     RuntimeDir,
     free_port,

@@ -1,0 +1,1 @@
+"""Benchmarks against the anchor tools, measured side by side in one run."""
