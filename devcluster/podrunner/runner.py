@@ -12,6 +12,7 @@ import urllib.parse
 import uuid
 from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 
 from devcluster.kubetools import KubeError, KubeRest
 from devcluster.podrunner.podspec import IMAGES, Image, Pod
@@ -36,7 +37,7 @@ def is_unscheduled(pod: Pod) -> bool:
     )
 
 
-def node_object(node_name: str) -> dict[str, object]:
+def node_object(node_name: str) -> dict[str, Any]:
     return {
         "apiVersion": "v1",
         "kind": "Node",
@@ -51,7 +52,7 @@ def node_object(node_name: str) -> dict[str, object]:
     }
 
 
-def node_ready_status(node_name: str, now: str) -> dict[str, object]:
+def node_ready_status(node_name: str, now: str) -> dict[str, Any]:
     return {
         "status": {
             "conditions": [

@@ -13,6 +13,7 @@ import pytest
 
 from devcluster.kubetools import KubeRest
 from devcluster.podrunner import HOST_NETNS, PodRunner
+from devcluster.podrunner.runner import is_unscheduled, node_object, node_ready_status
 from devcluster.runtime import wait_until
 
 RESTRICTED = {
@@ -23,6 +24,37 @@ RESTRICTED = {
     "capabilities": {"drop": ["ALL"]},
     "seccompProfile": {"type": "RuntimeDefault"},
 }
+
+
+# --- pure parts -------------------------------------------------------------------------------
+
+
+def test_only_unscheduled_pending_pods_of_the_default_scheduler_are_taken() -> None:
+    def pod(status: dict[str, Any] | None = None, **spec: Any) -> dict[str, Any]:
+        return {"metadata": {}, "spec": spec, "status": status or {}}
+
+    assert is_unscheduled(pod())
+    assert is_unscheduled(pod({"phase": "Pending"}, schedulerName="default-scheduler"))
+    assert not is_unscheduled(pod(nodeName="elsewhere"))
+    assert not is_unscheduled(pod({"phase": "Running"}))
+    assert not is_unscheduled(pod(schedulingGates=[{"name": "wait"}]))
+    assert not is_unscheduled(pod(schedulerName="other"))
+
+
+def test_the_node_is_ready_and_labelled_as_the_pod_runner() -> None:
+    node = node_object("podrunner-abc")
+    assert node["metadata"] == {
+        "name": "podrunner-abc",
+        "labels": {
+            "kubernetes.io/hostname": "podrunner-abc",
+            "kubernetes.io/os": "linux",
+            "traceroute-operator.test/pod-runner": "true",
+        },
+    }
+    status = node_ready_status("podrunner-abc", "T0")["status"]
+    [ready] = status["conditions"]
+    assert (ready["type"], ready["status"], ready["lastHeartbeatTime"]) == ("Ready", "True", "T0")
+    assert {"type": "InternalIP", "address": "127.0.0.1"} in status["addresses"]
 
 
 # --- against the real control plane -----------------------------------------------------------
