@@ -12,18 +12,8 @@ from typing import Any
 import pytest
 
 from devcluster.kubetools import KubeRest
-from devcluster.podrunner import (
-    DEFAULT_CAPABILITIES,
-    HOST_NETNS,
-    TERMINATION_MESSAGE_MAX_BYTES,
-    PodRunner,
-    capability_set,
-    expand_vars,
-    image_name,
-    log_tail,
-    read_termination_message,
-    setpriv_args,
-)
+from devcluster.podrunner import HOST_NETNS, PodRunner
+from devcluster.podrunner.runner import is_unscheduled, node_object, node_ready_status
 from devcluster.runtime import wait_until
 
 RESTRICTED = {
@@ -36,42 +26,35 @@ RESTRICTED = {
 }
 
 
-# --- pure functions ---------------------------------------------------------------------------
+# --- pure parts -------------------------------------------------------------------------------
 
 
-def test_expand_vars_follows_kubernetes_rules() -> None:
-    env = {"A": "1", "B": "two"}
-    assert expand_vars("$(A)-$(B)", env) == "1-two"
-    assert expand_vars("$$(A)", env) == "$(A)"  # escaped
-    assert expand_vars("$(MISSING)", env) == "$(MISSING)"  # unknown stays literal
-    assert expand_vars("$A", env) == "$A"  # shell syntax is not expanded
+def test_only_unscheduled_pending_pods_of_the_default_scheduler_are_taken() -> None:
+    def pod(status: dict[str, Any] | None = None, **spec: Any) -> dict[str, Any]:
+        return {"metadata": {}, "spec": spec, "status": status or {}}
+
+    assert is_unscheduled(pod())
+    assert is_unscheduled(pod({"phase": "Pending"}, schedulerName="default-scheduler"))
+    assert not is_unscheduled(pod(nodeName="elsewhere"))
+    assert not is_unscheduled(pod({"phase": "Running"}))
+    assert not is_unscheduled(pod(schedulingGates=[{"name": "wait"}]))
+    assert not is_unscheduled(pod(schedulerName="other"))
 
 
-def test_image_name_strips_registry_tag_and_digest() -> None:
-    assert image_name("ghcr.io/org/traceroute-probe:0.1.0") == "traceroute-probe"
-    assert image_name("localhost:5000/traceroute-probe@sha256:abc") == "traceroute-probe"
-    assert image_name("python") == "python"
-
-
-def test_capabilities_are_runtime_defaults_minus_drop_plus_add() -> None:
-    assert capability_set({"capabilities": {"drop": ["ALL"]}}) == set()
-    assert capability_set({"capabilities": {"drop": ["ALL"], "add": ["NET_RAW"]}}) == {"NET_RAW"}
-    assert capability_set({}) == set(DEFAULT_CAPABILITIES)
-    assert "NET_RAW" not in capability_set({"capabilities": {"drop": ["CAP_NET_RAW"]}})
-    args = setpriv_args(65534, 65534, [], set(), no_new_privs=True)
-    assert "--bounding-set=-all" in args and "--no-new-privs" in args
-    assert "--clear-groups" in args
-
-
-def test_termination_message_is_the_files_last_4096_bytes(tmp_path: Path) -> None:
-    message = tmp_path / "termination-log"
-    message.write_bytes(b"A" * 100 + b"B" * TERMINATION_MESSAGE_MAX_BYTES)
-    assert read_termination_message(message) == "B" * TERMINATION_MESSAGE_MAX_BYTES
-    assert read_termination_message(tmp_path / "missing") == ""
-    logs = tmp_path / "log"
-    logs.write_text("".join(f"line {i}\n" for i in range(200)))
-    tail = log_tail(logs)
-    assert tail.endswith("line 199\n") and "line 119\n" not in tail  # last 80 lines
+def test_the_node_is_ready_and_labelled_as_the_pod_runner() -> None:
+    node = node_object("podrunner-abc")
+    assert node["metadata"] == {
+        "name": "podrunner-abc",
+        "labels": {
+            "kubernetes.io/hostname": "podrunner-abc",
+            "kubernetes.io/os": "linux",
+            "traceroute-operator.test/pod-runner": "true",
+        },
+    }
+    status = node_ready_status("podrunner-abc", "T0")["status"]
+    [ready] = status["conditions"]
+    assert (ready["type"], ready["status"], ready["lastHeartbeatTime"]) == ("Ready", "True", "T0")
+    assert {"type": "InternalIP", "address": "127.0.0.1"} in status["addresses"]
 
 
 # --- against the real control plane -----------------------------------------------------------
