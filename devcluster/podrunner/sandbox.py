@@ -250,11 +250,14 @@ class PodSandbox:
         target = self.dir / "volumes" / volume.name
         if target.exists():
             return target
-        target.mkdir(parents=True)
         if isinstance(volume, EmptyDirVolume):
+            target.mkdir(parents=True)
             target.chmod(0o777)
             return target
+        # read before creating the directory: a missing Secret leaves the pod Pending, and
+        # the retry must not find an empty volume that looks materialised
         files = volume_files(volume)
+        target.mkdir(parents=True)
         target.chmod(0o755)
         for rel, file in files.items():
             path = target / rel

@@ -7,12 +7,15 @@ from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
 
+import pytest
+
 from devcluster.podrunner.podspec import (
     EmptyDirVolume,
     FilesVolume,
     HostPathVolume,
     Identity,
     LaunchPlan,
+    PodSpecError,
     ProjectedFile,
     VolumeMount,
 )
@@ -201,3 +204,19 @@ def test_missing_mount_points_are_created_and_remembered(tmp_path: Path) -> None
         tmp_path / "c",
         tmp_path / "c" / "file",
     }
+
+
+def test_a_volume_whose_secret_is_missing_is_read_again_on_the_retry(tmp_path: Path) -> None:
+    # a kubelet keeps the pod Pending until the Secret exists, then mounts its files
+    sandbox = PodSandbox(tmp_path / "pod", MountPoints())
+    sandbox.create()
+    creds = FilesVolume("creds", {"name": "creds", "secret": {"secretName": "creds"}})
+    plan = replace(PLAN, volume_mounts=[VolumeMount(creds, "", "/etc/creds", read_only=True)])
+
+    def missing(volume: FilesVolume) -> Mapping[str, ProjectedFile]:
+        raise PodSpecError("CreateContainerConfigError", 'secret "creds" not found')
+
+    with pytest.raises(PodSpecError):
+        sandbox.prepare(plan, missing, fs_group=None)
+    prepared = sandbox.prepare(plan, lambda v: {"token": ProjectedFile(b"t", 0o440)}, None)
+    assert (prepared.mounts[0].source / "token").read_bytes() == b"t"
