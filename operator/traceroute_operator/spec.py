@@ -17,7 +17,7 @@ from typing import Any
 from traceroute_probe.metrics import RESERVED_LABELS
 
 from .config import SecretKeyRef
-from .monitoring.schedule import ScheduleError, max_interval_seconds
+from .schedule import ScheduleError, max_interval_seconds
 
 DEFAULT_SCHEDULE = "*/5 * * * *"
 _PROM_LABEL = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]{0,62}$")

@@ -14,7 +14,7 @@ from typing import Any
 from .. import naming
 from ..naming import LABEL_PROBE, bounded_name
 from ._common import common_labels, duration, get_path, promql_string
-from .schedule import max_interval_seconds
+from ..schedule import max_interval_seconds
 from .settings import MonitoringSettings
 
 DEFAULT_SCHEDULE = "*/5 * * * *"

@@ -14,7 +14,7 @@ from traceroute_operator.monitoring import (
     prometheusrule_name,
 )
 from traceroute_operator.monitoring.prometheusrule import probe_identity
-from traceroute_operator.monitoring.schedule import ScheduleError
+from traceroute_operator.schedule import ScheduleError
 
 from tests.operator.monitoring import crdschema
 
