@@ -19,7 +19,6 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
-from .builders.cronjob import effective_pushgateway
 from .children import SWITCH_OF_KIND, desired_objects, shared_objects
 from .config import OperatorConfig
 from .kube import PLURALS, Kube, KubeError
@@ -32,7 +31,6 @@ from .naming import (
     LABEL_PROBE_UID,
     PLURAL,
     cronjob_name,
-    probe_identity,
 )
 from .pushgateway import (
     PushgatewayEndpoint,
@@ -41,6 +39,8 @@ from .pushgateway import (
     push_verdict,
     verdict_exposition,
 )
+from .pushgateway_policy import effective_pushgateway
+from .ref import ProbeRef
 from .results import ResultError, RunResult, parse_termination_message
 from .spec import ProbeSpec, SpecError
 from .status import (
@@ -227,7 +227,7 @@ class ProbeReconciler:
         self.metrics.probes.set(len(self._known))
         try:
             spec = ProbeSpec.from_dict(body.get("spec"))
-            desired = desired_objects(body, self.config)
+            desired = desired_objects(ProbeRef.from_body(body), spec, self.config)
         except SpecError as exc:
             self.metrics.reconciles.labels("invalid").inc()
             self._stalled(
@@ -401,7 +401,8 @@ class ProbeReconciler:
                 password=read(cfg.pushgateway_password_file),
                 timeout=timeout,
             )
-        url, ca, auth = effective_pushgateway(spec, self.config)
+        chosen = effective_pushgateway(spec, self.config)
+        url, ca, auth = chosen.url, chosen.tls_ca, chosen.basic_auth
         try:
             ca_pem = self._secret_value(namespace, ca.secret_name, ca.key) if ca else None
             username = password = None
@@ -579,3 +580,8 @@ class ProbeReconciler:
             # the next run pushes the counter again; the status keeps the truth meanwhile
             self.metrics.errors.labels("pushgateway").inc()
             log.warning("%s/%s: pushing the path-change verdict failed: %s", namespace, name, exc)
+
+
+def probe_identity(probe: Mapping[str, Any]) -> tuple[str, str, str | None]:
+    ref = ProbeRef.from_body(probe)
+    return ref.namespace, ref.name, ref.uid

@@ -15,6 +15,7 @@ from typing import Any
 import yaml
 from traceroute_operator.monitoring import MonitoringSettings, build_prometheusrule
 
+from tests.operator.probes import parsed
 from tests.realenv.promstack import promtool_path
 
 NS = "team-a"
@@ -76,7 +77,7 @@ def alert_labels(alert_severity: str, target: str | None, job: str = "traceroute
 
 
 def run_promtool(tmp_path: Path, tests: list[dict[str, Any]]) -> subprocess.CompletedProcess[str]:
-    rule = build_prometheusrule(PROBE_SPEC, MonitoringSettings())
+    rule = build_prometheusrule(*parsed(PROBE_SPEC), MonitoringSettings())
     rules_file = tmp_path / "rules.yaml"
     rules_file.write_text(yaml.safe_dump({"groups": rule["spec"]["groups"]}, sort_keys=False))
     test_file = tmp_path / "test.yaml"

@@ -19,6 +19,7 @@ from traceroute_operator.monitoring import (
 )
 
 from tests.operator.monitoring import crdschema
+from tests.operator.probes import parsed
 from tests.realenv.controlplane import ControlPlane
 from tests.realenv.kubetools import kubectl
 from tests.realenv.runtime import wait_until
@@ -111,7 +112,7 @@ def test_generated_objects_are_accepted_and_garbage_collected(
     probe = custom.create_namespaced_custom_object(
         "traceroute.dev", "v1alpha1", probe_ns, "tracerouteprobes", probe
     )
-    rule = build_prometheusrule(probe, settings)
+    rule = build_prometheusrule(*parsed(probe), settings)
     created_rule = custom.create_namespaced_custom_object(
         GROUP, VERSION, probe_ns, "prometheusrules", rule
     )
@@ -121,7 +122,7 @@ def test_generated_objects_are_accepted_and_garbage_collected(
     )
 
     # the apiserver validates: a broken rule is refused with the field named
-    broken = build_prometheusrule(probe, settings)
+    broken = build_prometheusrule(*parsed(probe), settings)
     broken["metadata"]["name"] = "broken"
     broken["spec"]["groups"][0]["rules"][1]["for"] = "ten minutes"
     with pytest.raises(k8s.ApiException) as refused:

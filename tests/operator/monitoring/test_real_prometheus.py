@@ -39,6 +39,7 @@ from traceroute_operator.pushgateway import (
 from traceroute_operator.results import RunResult, parse_termination_message
 from traceroute_operator.status import iso
 
+from tests.operator.probes import parsed
 from tests.realenv.lab import Lab, Topology
 from tests.realenv.lab_fixtures import LabFactory
 from tests.realenv.promstack import Prometheus, Pushgateway
@@ -237,7 +238,7 @@ def monitored_probe(
             "expectedHops": probe.expected_hops,
         },
     }
-    rule = build_prometheusrule(spec, MonitoringSettings())
+    rule = build_prometheusrule(*parsed(spec), MonitoringSettings())
     rule_file = workdir / "rules.yaml"
     rule_file.write_text(yaml.safe_dump({"groups": rule["spec"]["groups"]}, sort_keys=False))
     rules_loaded.append(rule_file)
