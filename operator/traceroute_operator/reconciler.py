@@ -41,7 +41,7 @@ from .pushgateway import (
 )
 from .pushgateway_policy import effective_pushgateway
 from .ref import ProbeRef
-from .results import ResultError, RunResult, parse_termination_message
+from .results import ResultError, RunReport, parse_termination_message
 from .spec import ProbeSpec, SpecError
 from .status import (
     ReconcileOutcome,
@@ -478,7 +478,7 @@ class ProbeReconciler:
             if container.get("name") == CONTAINER_NAME:
                 terminated = (container.get("state") or {}).get("terminated") or {}
         exit_code = terminated.get("exitCode")
-        result: RunResult | None = None
+        result: RunReport | None = None
         failure: str | None = None
         try:
             result = parse_termination_message(terminated.get("message"))
@@ -519,7 +519,7 @@ class ProbeReconciler:
                 ref,
                 run_time=run_time,
                 exit_code=exit_code if isinstance(exit_code, int) else None,
-                result=result,
+                report=result,
                 failure=failure,
                 now=self.clock(),
             )
@@ -539,7 +539,7 @@ class ProbeReconciler:
         self,
         probe: dict[str, Any],
         outcome: Mapping[str, Any],
-        result: RunResult | None,
+        result: RunReport | None,
         failure: str | None,
     ) -> None:
         namespace, name, _ = probe_identity(probe)

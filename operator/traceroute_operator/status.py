@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .pathchange import DetectionState, PathChange, Trace, differences, observe
-from .results import RunResult, TargetResult
+from .results import RunReport, TargetReport
 from .spec import ProbeSpec
 
 Status = dict[str, Any]
@@ -231,13 +231,13 @@ def apply_run(
     *,
     run_time: float,
     exit_code: int | None,
-    result: RunResult | None,
+    report: RunReport | None,
     failure: str | None,
     now: float,
 ) -> RunUpdate:
     """Status after reading one run: per-target results, detection, Reachable/PathStable.
 
-    ``result`` None means the pod left no usable result (``failure`` says why).
+    ``report`` None means the pod left no usable result (``failure`` says why).
     """
     status: Status = copy.deepcopy(dict(old or {}))
     status["targets"] = _targets_for_spec(status.get("targets"), spec)
@@ -245,9 +245,9 @@ def apply_run(
     errors: list[str] = []
     if failure:
         errors.append(failure)
-    if result is not None:
-        errors.extend(result.errors)
-        for target in result.targets:
+    if report is not None:
+        errors.extend(report.errors)
+        for target in report.targets:
             if target.error:
                 errors.append(f"{target.name}: {target.error}")
     last_run: dict[str, Any] = {
@@ -260,9 +260,9 @@ def apply_run(
         last_run["jobName"] = ref.job_name
     if exit_code is not None:
         last_run["exitCode"] = exit_code
-    if result is not None:
-        last_run["durationSeconds"] = round(result.duration, 3)
-        last_run["truncated"] = result.truncated
+    if report is not None:
+        last_run["durationSeconds"] = round(report.duration, 3)
+        last_run["truncated"] = report.truncated
     status["lastRun"] = last_run
     status["lastRunTime"] = iso(run_time)
     update = RunUpdate(status)
@@ -271,7 +271,7 @@ def apply_run(
     generation = status.get("observedGeneration")
     gen = generation if isinstance(generation, int) else None
 
-    if result is None:
+    if report is None:
         conditions = set_condition(
             conditions, "Reachable", "Unknown", "NoResult", failure or "no result", gen, now
         )
@@ -282,7 +282,7 @@ def apply_run(
     pending: list[str] = []
     unreachable: list[str] = []
     for entry in status["targets"]:
-        found = result.target(entry["name"])
+        found = report.target(entry["name"])
         if found is None:
             continue
         target = found
@@ -356,7 +356,7 @@ def apply_run(
     return update
 
 
-def _apply_target(entry: dict[str, Any], target: TargetResult, run_time: float) -> None:
+def _apply_target(entry: dict[str, Any], target: TargetReport, run_time: float) -> None:
     entry["reached"] = target.reached
     entry["hops"] = target.hops
     entry["lastRunTime"] = iso(run_time)

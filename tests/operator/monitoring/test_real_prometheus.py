@@ -36,7 +36,7 @@ from traceroute_operator.pushgateway import (
     push_verdict,
     verdict_exposition,
 )
-from traceroute_operator.results import RunResult, parse_termination_message
+from traceroute_operator.results import RunReport, parse_termination_message
 from traceroute_operator.status import iso
 
 from tests.operator.probes import parsed
@@ -78,7 +78,7 @@ class ProbeUnderTest:
     last_change: float | None = None
     results: list[Any] = field(default_factory=list)
 
-    def run(self) -> RunResult:
+    def run(self) -> RunReport:
         """One probe run in the lab; then the operator's verdict, pushed."""
         result = self._run_cli(probe_cli())
         (target,) = result.targets
@@ -100,7 +100,7 @@ class ProbeUnderTest:
         )
         return result
 
-    def _run_cli(self, cli: str) -> RunResult:
+    def _run_cli(self, cli: str) -> RunReport:
         log = self.workdir / f"termination-{uuid.uuid4().hex[:6]}"
         log.touch()
         log.chmod(0o666)
