@@ -21,13 +21,10 @@ from .apply import ChildApplier
 from .cleanup import Cleanup
 from .config import OperatorConfig
 from .context import OperatorContext
-from .errors import RetryableError
 from .kube import Kube
 from .metrics import OperatorMetrics
 from .runs import RunReader
 from .shared import SharedMonitoring
-
-__all__ = ["ProbeReconciler", "RetryableError"]
 
 
 class ProbeReconciler:

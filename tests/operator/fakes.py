@@ -3,13 +3,15 @@
 ``FakeKube`` keeps objects by (plural, namespace, name), bumps resourceVersion on every
 write and refuses a status write with a stale one (409) like the apiserver; failures can
 be injected per (verb, plural). ``RecordingPushgateway`` is an HTTP server on loopback
-that records every request and answers with a settable status.
+that records every request and answers with a settable status. ``finished`` makes the
+finished probe pod the kubelet would leave behind, with a v1 termination message.
 """
 
 from __future__ import annotations
 
 import copy
 import http.server
+import json
 import socket
 import threading
 from collections.abc import Iterator, Mapping
@@ -191,3 +193,42 @@ def refused_url() -> str:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     return f"http://127.0.0.1:{port}"
+
+
+TS = 1_764_000_000.0  # the runs' start times count from here
+TARGET = "10.0.9.9"
+A1 = [["10.0.1.1"], ["10.1.2.1"], [TARGET]]
+
+
+def message(ts: float, path: list[list[str]] = A1, reached: bool = True, code: int = 0) -> str:
+    target = {"n": TARGET, "a": TARGET, "r": reached, "h": len(path), "p": path, "l": 0.0}
+    return json.dumps({"v": 1, "ts": ts, "dur": 1.5, "code": code, "t": [target]})
+
+
+def pod(
+    uid: str,
+    terminated: dict[str, Any],
+    probe_uid: str = "uid-edge",
+    phase: str = "Succeeded",
+) -> dict[str, Any]:
+    return {
+        "metadata": {
+            "name": f"trp-edge-{uid}",
+            "namespace": "net",
+            "uid": uid,
+            "labels": {
+                "traceroute.dev/probe": "edge",
+                "traceroute.dev/probe-uid": probe_uid,
+                "app.kubernetes.io/managed-by": "traceroute-operator",
+                "batch.kubernetes.io/job-name": f"trp-edge-job-{uid}",
+            },
+        },
+        "status": {
+            "phase": phase,
+            "containerStatuses": [{"name": "probe", "state": {"terminated": terminated}}],
+        },
+    }
+
+
+def finished(uid: str, ts: float, **kw: Any) -> dict[str, Any]:
+    return pod(uid, {"exitCode": 0, "reason": "Completed", "message": message(ts, **kw)})

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from typing import Any
 
@@ -14,53 +13,21 @@ from traceroute_operator.runs import FinishedPod, RunReader
 from traceroute_operator.status import condition, iso
 
 from tests.operator.fakes import (
+    A1,
+    TARGET,
+    TS,
     Clock,
     FakeKube,
     RecordingPushgateway,
     event_reasons,
+    finished,
+    pod,
     probe_body,
     recording_pushgateway,
     sample,
 )
 
-TS = 1_764_000_000.0
-TARGET = "10.0.9.9"
-A1 = [["10.0.1.1"], ["10.1.2.1"], [TARGET]]
 A2 = [["10.0.1.1"], ["10.2.2.1"], [TARGET]]
-
-
-def message(ts: float, path: list[list[str]] = A1, reached: bool = True, code: int = 0) -> str:
-    target = {"n": TARGET, "a": TARGET, "r": reached, "h": len(path), "p": path, "l": 0.0}
-    return json.dumps({"v": 1, "ts": ts, "dur": 1.5, "code": code, "t": [target]})
-
-
-def pod(
-    uid: str,
-    terminated: dict[str, Any],
-    probe_uid: str = "uid-edge",
-    phase: str = "Succeeded",
-) -> dict[str, Any]:
-    return {
-        "metadata": {
-            "name": f"trp-edge-{uid}",
-            "namespace": "net",
-            "uid": uid,
-            "labels": {
-                "traceroute.dev/probe": "edge",
-                "traceroute.dev/probe-uid": probe_uid,
-                "app.kubernetes.io/managed-by": "traceroute-operator",
-                "batch.kubernetes.io/job-name": f"trp-edge-job-{uid}",
-            },
-        },
-        "status": {
-            "phase": phase,
-            "containerStatuses": [{"name": "probe", "state": {"terminated": terminated}}],
-        },
-    }
-
-
-def finished(uid: str, ts: float, **kw: Any) -> dict[str, Any]:
-    return pod(uid, {"exitCode": 0, "reason": "Completed", "message": message(ts, **kw)})
 
 
 @pytest.fixture
