@@ -1,4 +1,4 @@
-"""TracerouteProbe -> CronJob manifest (pure: same probe and config, same manifest)."""
+"""TracerouteProbe -> CronJob manifest (pure: same ref, spec, Pushgateway, config, same result)."""
 
 from __future__ import annotations
 
