@@ -9,7 +9,6 @@ Each monitoring kind can be switched off in the monitoring settings.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,6 +20,9 @@ from .monitoring import (
     build_pushgateway_servicemonitor,
 )
 from .monitoring.settings import MonitoringSettings
+from .pushgateway_policy import effective_pushgateway
+from .ref import ProbeRef
+from .spec import ProbeSpec
 
 # What a user sets to stop generating a kind whose CRD the cluster does not have.
 SWITCH_OF_KIND = {
@@ -39,11 +41,11 @@ class DesiredObjects:
 
 
 def owned_monitoring_objects(
-    probe: Mapping[str, Any], settings: MonitoringSettings
+    ref: ProbeRef, spec: ProbeSpec, settings: MonitoringSettings
 ) -> list[dict[str, Any]]:
     if not settings.prometheusrule_enabled:
         return []
-    return [build_prometheusrule(probe, settings)]
+    return [build_prometheusrule(ref, spec, settings)]
 
 
 def shared_objects(settings: MonitoringSettings) -> list[dict[str, Any]]:
@@ -55,9 +57,8 @@ def shared_objects(settings: MonitoringSettings) -> list[dict[str, Any]]:
     return objects
 
 
-def desired_objects(probe: Mapping[str, Any], config: OperatorConfig) -> DesiredObjects:
-    """Raises SpecError (naming the field) when the probe's spec cannot be used."""
+def desired_objects(ref: ProbeRef, spec: ProbeSpec, config: OperatorConfig) -> DesiredObjects:
     return DesiredObjects(
-        cronjob=build_cronjob(probe, config),
-        owned_monitoring=owned_monitoring_objects(probe, config.monitoring),
+        cronjob=build_cronjob(ref, spec, effective_pushgateway(spec, config), config),
+        owned_monitoring=owned_monitoring_objects(ref, spec, config.monitoring),
     )

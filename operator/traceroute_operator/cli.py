@@ -11,7 +11,8 @@ import yaml
 
 from .config import ConfigError, OperatorConfig
 from .naming import API_VERSION, KIND
-from .spec import SpecError
+from .ref import ProbeRef
+from .spec import ProbeSpec, SpecError
 
 
 def render(
@@ -32,9 +33,10 @@ def render(
             continue
         if doc.get("apiVersion") != API_VERSION:
             raise SpecError(f"apiVersion: expected {API_VERSION}, got {doc.get('apiVersion')!r}")
-        probe = dict(doc)
-        probe["metadata"] = {"namespace": namespace, **(doc.get("metadata") or {})}
-        desired = desired_objects(probe, config)
+        ref = ProbeRef.from_body(
+            {"metadata": {"namespace": namespace, **(doc.get("metadata") or {})}}
+        )
+        desired = desired_objects(ref, ProbeSpec.from_dict(doc.get("spec")), config)
         objects.append(desired.cronjob)
         objects.extend(desired.owned_monitoring)
         probes += 1

@@ -89,100 +89,24 @@ class OperatorConfig:
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> OperatorConfig:
-        env = os.environ if environ is None else environ
+        env = _Env(os.environ if environ is None else environ)
         values: dict[str, Any] = {}
-
-        def text(name: str) -> str | None:
-            raw = env.get(ENV_PREFIX + name)
-            return raw.strip() if raw is not None and raw.strip() else None
-
-        def integer(name: str, low: int, high: int) -> int | None:
-            raw = text(name)
-            if raw is None:
-                return None
-            try:
-                value = int(raw)
-            except ValueError:
-                raise ConfigError(f"{ENV_PREFIX}{name}: {raw!r} is not an integer") from None
-            if not low <= value <= high:
-                raise ConfigError(f"{ENV_PREFIX}{name}: {value} is not in {low}..{high}")
-            return value
-
-        def number(name: str, low: float) -> float | None:
-            raw = text(name)
-            if raw is None:
-                return None
-            try:
-                value = float(raw)
-            except ValueError:
-                raise ConfigError(f"{ENV_PREFIX}{name}: {raw!r} is not a number") from None
-            if value < low:
-                raise ConfigError(f"{ENV_PREFIX}{name}: {value} is below {low}")
-            return value
-
-        for key, name in (
-            ("probe_image", "PROBE_IMAGE"),
-            ("probe_image_pull_policy", "PROBE_IMAGE_PULL_POLICY"),
-            ("probe_cpu_request", "PROBE_CPU_REQUEST"),
-            ("probe_memory_request", "PROBE_MEMORY_REQUEST"),
-            ("probe_memory_limit", "PROBE_MEMORY_LIMIT"),
-            ("pushgateway_url", "PUSHGATEWAY_URL"),
-            ("pushgateway_basic_auth_secret", "PUSHGATEWAY_BASIC_AUTH_SECRET"),
-            ("pushgateway_ca_file", "PUSHGATEWAY_CA_FILE"),
-            ("pushgateway_username_file", "PUSHGATEWAY_USERNAME_FILE"),
-            ("pushgateway_password_file", "PUSHGATEWAY_PASSWORD_FILE"),
-            ("operator_namespace", "OPERATOR_NAMESPACE"),
-        ):
-            if (value := text(name)) is not None:
+        for key, name in _TEXT_SETTINGS:
+            if (value := env.text(name)) is not None:
                 values[key] = value
-        if (secrets := text("PROBE_IMAGE_PULL_SECRETS")) is not None:
-            values["probe_image_pull_secrets"] = tuple(
-                dict.fromkeys(n.strip() for n in secrets.split(",") if n.strip())
-            )
-        if (command := text("PROBE_COMMAND")) is not None:
-            values["probe_command"] = tuple(command.split())
-        if (ca := text("PUSHGATEWAY_CA_SECRET")) is not None:
-            secret, _, key = ca.partition("/")
-            values["pushgateway_ca_secret"] = SecretKeyRef(secret, key or "ca.crt")
-        if (namespaces := text("WATCH_NAMESPACES")) is not None:
-            values["watch_namespaces"] = tuple(
-                sorted({n.strip() for n in namespaces.split(",") if n.strip()})
-            )
-        liveness = env.get(ENV_PREFIX + "LIVENESS_ENDPOINT")
+        values.update(_list_settings(env))
+        liveness = env.raw("LIVENESS_ENDPOINT")
         if liveness is not None:
             values["liveness_endpoint"] = liveness.strip() or None
-        for key, name, low, high in (
-            ("probe_uid", "PROBE_UID", 1, 2**31 - 1),
-            ("probe_gid", "PROBE_GID", 1, 2**31 - 1),
-            ("starting_deadline_seconds", "STARTING_DEADLINE_SECONDS", 10, 86400),
-            ("successful_jobs_history_limit", "SUCCESSFUL_JOBS_HISTORY_LIMIT", 0, 100),
-            ("failed_jobs_history_limit", "FAILED_JOBS_HISTORY_LIMIT", 0, 100),
-            ("job_deadline_margin_seconds", "JOB_DEADLINE_MARGIN_SECONDS", 10, 3600),
-            ("metrics_port", "METRICS_PORT", 0, 65535),
-            ("workers", "WORKERS", 1, 256),
-        ):
-            if (ivalue := integer(name, low, high)) is not None:
+        for key, name, low, high in _INT_SETTINGS:
+            if (ivalue := env.integer(name, low, high)) is not None:
                 values[key] = ivalue
-        for key, name, flow in (
-            ("resync_seconds", "RESYNC_SECONDS", 0.0),
-            ("pushgateway_timeout_seconds", "PUSHGATEWAY_TIMEOUT_SECONDS", 0.1),
-            ("api_timeout_seconds", "API_TIMEOUT_SECONDS", 1.0),
-        ):
-            if (fvalue := number(name, flow)) is not None:
+        for key, name, flow in _FLOAT_SETTINGS:
+            if (fvalue := env.number(name, flow)) is not None:
                 values[key] = fvalue
-        if values.get("probe_image_pull_policy", "IfNotPresent") not in (
-            "Always",
-            "IfNotPresent",
-            "Never",
-        ):
-            raise ConfigError(
-                f"{ENV_PREFIX}PROBE_IMAGE_PULL_POLICY must be Always|IfNotPresent|Never"
-            )
-        url = values.get("pushgateway_url")
-        if url is not None and not url.startswith(("http://", "https://")):
-            raise ConfigError(f"{ENV_PREFIX}PUSHGATEWAY_URL must start with http:// or https://")
+        _check_values(values)
         try:
-            monitoring = MonitoringSettings.from_env(env)
+            monitoring = MonitoringSettings.from_env(env.environ)
         except ValueError as exc:
             raise ConfigError(str(exc)) from exc
         if "operator_namespace" in values:
@@ -192,6 +116,108 @@ class OperatorConfig:
             values["operator_namespace"] = monitoring.operator_namespace
         values["monitoring"] = monitoring
         return cls(**values)
+
+
+# (field, variable without the prefix) of the plain text settings
+_TEXT_SETTINGS: tuple[tuple[str, str], ...] = (
+    ("probe_image", "PROBE_IMAGE"),
+    ("probe_image_pull_policy", "PROBE_IMAGE_PULL_POLICY"),
+    ("probe_cpu_request", "PROBE_CPU_REQUEST"),
+    ("probe_memory_request", "PROBE_MEMORY_REQUEST"),
+    ("probe_memory_limit", "PROBE_MEMORY_LIMIT"),
+    ("pushgateway_url", "PUSHGATEWAY_URL"),
+    ("pushgateway_basic_auth_secret", "PUSHGATEWAY_BASIC_AUTH_SECRET"),
+    ("pushgateway_ca_file", "PUSHGATEWAY_CA_FILE"),
+    ("pushgateway_username_file", "PUSHGATEWAY_USERNAME_FILE"),
+    ("pushgateway_password_file", "PUSHGATEWAY_PASSWORD_FILE"),
+    ("operator_namespace", "OPERATOR_NAMESPACE"),
+)
+# (field, variable, lowest, highest)
+_INT_SETTINGS: tuple[tuple[str, str, int, int], ...] = (
+    ("probe_uid", "PROBE_UID", 1, 2**31 - 1),
+    ("probe_gid", "PROBE_GID", 1, 2**31 - 1),
+    ("starting_deadline_seconds", "STARTING_DEADLINE_SECONDS", 10, 86400),
+    ("successful_jobs_history_limit", "SUCCESSFUL_JOBS_HISTORY_LIMIT", 0, 100),
+    ("failed_jobs_history_limit", "FAILED_JOBS_HISTORY_LIMIT", 0, 100),
+    ("job_deadline_margin_seconds", "JOB_DEADLINE_MARGIN_SECONDS", 10, 3600),
+    ("metrics_port", "METRICS_PORT", 0, 65535),
+    ("workers", "WORKERS", 1, 256),
+)
+# (field, variable, lowest)
+_FLOAT_SETTINGS: tuple[tuple[str, str, float], ...] = (
+    ("resync_seconds", "RESYNC_SECONDS", 0.0),
+    ("pushgateway_timeout_seconds", "PUSHGATEWAY_TIMEOUT_SECONDS", 0.1),
+    ("api_timeout_seconds", "API_TIMEOUT_SECONDS", 1.0),
+)
+
+
+class _Env:
+    """``TRACEROUTE_*`` variables, read and range-checked one by one (names without prefix)."""
+
+    def __init__(self, environ: Mapping[str, str]) -> None:
+        self.environ = environ
+
+    def raw(self, name: str) -> str | None:
+        return self.environ.get(ENV_PREFIX + name)
+
+    def text(self, name: str) -> str | None:
+        raw = self.raw(name)
+        return raw.strip() if raw is not None and raw.strip() else None
+
+    def integer(self, name: str, low: int, high: int) -> int | None:
+        raw = self.text(name)
+        if raw is None:
+            return None
+        try:
+            value = int(raw)
+        except ValueError:
+            raise ConfigError(f"{ENV_PREFIX}{name}: {raw!r} is not an integer") from None
+        if not low <= value <= high:
+            raise ConfigError(f"{ENV_PREFIX}{name}: {value} is not in {low}..{high}")
+        return value
+
+    def number(self, name: str, low: float) -> float | None:
+        raw = self.text(name)
+        if raw is None:
+            return None
+        try:
+            value = float(raw)
+        except ValueError:
+            raise ConfigError(f"{ENV_PREFIX}{name}: {raw!r} is not a number") from None
+        if value < low:
+            raise ConfigError(f"{ENV_PREFIX}{name}: {value} is below {low}")
+        return value
+
+
+def _list_settings(env: _Env) -> dict[str, Any]:
+    """The settings that are lists or references: split, deduplicated where it matters."""
+    values: dict[str, Any] = {}
+    if (secrets := env.text("PROBE_IMAGE_PULL_SECRETS")) is not None:
+        values["probe_image_pull_secrets"] = tuple(
+            dict.fromkeys(n.strip() for n in secrets.split(",") if n.strip())
+        )
+    if (command := env.text("PROBE_COMMAND")) is not None:
+        values["probe_command"] = tuple(command.split())
+    if (ca := env.text("PUSHGATEWAY_CA_SECRET")) is not None:
+        secret, _, key = ca.partition("/")
+        values["pushgateway_ca_secret"] = SecretKeyRef(secret, key or "ca.crt")
+    if (namespaces := env.text("WATCH_NAMESPACES")) is not None:
+        values["watch_namespaces"] = tuple(
+            sorted({n.strip() for n in namespaces.split(",") if n.strip()})
+        )
+    return values
+
+
+def _check_values(values: Mapping[str, Any]) -> None:
+    if values.get("probe_image_pull_policy", "IfNotPresent") not in (
+        "Always",
+        "IfNotPresent",
+        "Never",
+    ):
+        raise ConfigError(f"{ENV_PREFIX}PROBE_IMAGE_PULL_POLICY must be Always|IfNotPresent|Never")
+    url = values.get("pushgateway_url")
+    if url is not None and not url.startswith(("http://", "https://")):
+        raise ConfigError(f"{ENV_PREFIX}PUSHGATEWAY_URL must start with http:// or https://")
 
 
 def _replace_operator_namespace(settings: MonitoringSettings, namespace: str) -> MonitoringSettings:

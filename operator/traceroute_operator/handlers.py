@@ -1,4 +1,4 @@
-"""kopf registration: settings and handlers only; the work is in reconciler.py.
+"""kopf registration: settings and handlers only; the work is in reconciler.py (per verb).
 
 Handlers are sync functions: kopf runs them in its thread pool, so the blocking official
 client never stalls the event loop.
@@ -13,6 +13,7 @@ from typing import Any
 import kopf
 
 from .config import OperatorConfig
+from .errors import RetryableError
 from .kube import Kube, new_api_client
 from .metrics import OperatorMetrics
 from .naming import (
@@ -25,7 +26,7 @@ from .naming import (
     PLURAL,
     VERSION,
 )
-from .reconciler import ProbeReconciler, RetryableError
+from .reconciler import ProbeReconciler
 
 log = logging.getLogger("traceroute_operator")
 
@@ -138,4 +139,4 @@ def probe_pod(body: kopf.Body, **_: Any) -> None:
 @kopf.on.probe(id="probes")
 def managed_probes(**_: Any) -> int:
     """Liveness endpoint payload: how many probes this process manages."""
-    return len(_state["reconciler"]._known) if "reconciler" in _state else 0
+    return _state["reconciler"].managed_probes if "reconciler" in _state else 0

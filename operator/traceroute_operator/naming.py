@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
-from typing import Any
 
 GROUP = "traceroute.dev"
 VERSION = "v1alpha1"
@@ -67,31 +65,3 @@ def probe_labels(probe_name: str, probe_uid: str | None) -> dict[str, str]:
     if probe_uid:
         labels[LABEL_PROBE_UID] = probe_uid
     return labels
-
-
-def probe_identity(probe: Mapping[str, Any]) -> tuple[str, str, str | None]:
-    """(namespace, name, uid) of a TracerouteProbe body."""
-    meta = probe.get("metadata") or {}
-    name = meta.get("name")
-    namespace = meta.get("namespace")
-    if not isinstance(name, str) or not name:
-        raise ValueError("TracerouteProbe without metadata.name")
-    if not isinstance(namespace, str) or not namespace:
-        raise ValueError(f"TracerouteProbe {name} without metadata.namespace")
-    uid = meta.get("uid")
-    return namespace, name, uid if isinstance(uid, str) and uid else None
-
-
-def owner_reference(probe: Mapping[str, Any]) -> dict[str, Any] | None:
-    """Owner reference to the probe (None when it has no uid yet, e.g. offline render)."""
-    _, name, uid = probe_identity(probe)
-    if uid is None:
-        return None
-    return {
-        "apiVersion": API_VERSION,
-        "kind": KIND,
-        "name": name,
-        "uid": uid,
-        "controller": True,
-        "blockOwnerDeletion": True,
-    }

@@ -17,7 +17,10 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
+from .config import OperatorConfig
+from .kube import Kube, KubeError
 from .naming import OPERATOR_JOB, PROBE_JOB
+from .pushgateway_policy import EffectivePushgateway
 from .status import parse_iso
 
 
@@ -121,3 +124,50 @@ def delete_groups(endpoint: PushgatewayEndpoint, namespace: str, probe: str) -> 
     """DELETE the probe's and the operator's group of one probe; raises on the first failure."""
     for job in (PROBE_JOB, OPERATOR_JOB):
         _request(endpoint, "DELETE", group_url(endpoint.url, job, namespace, probe), None)
+
+
+def operator_endpoint(
+    kube: Kube, config: OperatorConfig, namespace: str, pushgateway: EffectivePushgateway
+) -> PushgatewayEndpoint:
+    """How the operator reaches a probe's Pushgateway.
+
+    The default one with the operator's own files; a probe's own one with the Secrets the
+    probe mounts (read from the probe's namespace).
+    """
+    if pushgateway.is_default:
+        return PushgatewayEndpoint(
+            url=pushgateway.url,
+            ca_pem=_read_file(config.pushgateway_ca_file, strip=False),
+            username=_read_file(config.pushgateway_username_file),
+            password=_read_file(config.pushgateway_password_file),
+            timeout=config.pushgateway_timeout_seconds,
+        )
+    ca, auth = pushgateway.tls_ca, pushgateway.basic_auth
+    try:
+        ca_pem = _secret_value(kube, namespace, ca.secret_name, ca.key) if ca else None
+        username = password = None
+        if auth is not None:
+            username = _secret_value(kube, namespace, auth.secret_name, auth.username_key)
+            password = _secret_value(kube, namespace, auth.secret_name, auth.password_key)
+    except KubeError as exc:
+        raise PushgatewayError(f"reading the Pushgateway secrets: {exc}") from exc
+    return PushgatewayEndpoint(
+        pushgateway.url, ca_pem, username, password, config.pushgateway_timeout_seconds
+    )
+
+
+def _read_file(path: str | None, strip: bool = True) -> str | None:
+    if not path:
+        return None
+    with open(path, encoding="utf-8") as f:
+        return f.read().strip() if strip else f.read()
+
+
+def _secret_value(kube: Kube, namespace: str, secret: str, key: str) -> str:
+    obj = kube.get("v1", "secrets", namespace, secret)
+    if obj is None:
+        raise PushgatewayError(f"Secret {namespace}/{secret} not found")
+    raw = (obj.get("data") or {}).get(key)
+    if raw is None:
+        raise PushgatewayError(f"Secret {namespace}/{secret} has no key {key!r}")
+    return base64.b64decode(raw).decode()

@@ -27,8 +27,10 @@ class ResultError(ValueError):
     """The termination message is not a probe result the operator can use."""
 
 
+# Named *Report*, not *Result*: the probe's RunResult/TargetResult are what it measured
+# (hops, flows, timings); these are the compact summary the operator reads back.
 @dataclass(frozen=True)
-class TargetResult:
+class TargetReport:
     name: str
     address: str | None
     reached: bool
@@ -40,15 +42,15 @@ class TargetResult:
 
 
 @dataclass(frozen=True)
-class RunResult:
+class RunReport:
     timestamp: float
     duration: float
     exit_code: int
     errors: tuple[str, ...]
-    targets: tuple[TargetResult, ...]
+    targets: tuple[TargetReport, ...]
     truncated: bool
 
-    def target(self, name: str) -> TargetResult | None:
+    def target(self, name: str) -> TargetReport | None:
         for target in self.targets:
             if target.name == name:
                 return target
@@ -94,7 +96,7 @@ def _text(value: Any, limit: int = 1024) -> str | None:
     return value[:limit]
 
 
-def _target(raw: Any, index: int) -> TargetResult:
+def _target(raw: Any, index: int) -> TargetReport:
     if not isinstance(raw, Mapping):
         raise ResultError(f"t[{index}]: not an object")
     name = raw.get("n")
@@ -112,7 +114,7 @@ def _target(raw: Any, index: int) -> TargetResult:
     rtt = _number(raw.get("rtt"))
     if rtt is not None and rtt < 0:
         rtt = None
-    return TargetResult(
+    return TargetReport(
         name=name,
         address=_address(raw.get("a")),
         reached=reached,
@@ -124,8 +126,8 @@ def _target(raw: Any, index: int) -> TargetResult:
     )
 
 
-def parse_termination_message(message: str | bytes | None) -> RunResult:
-    """A RunResult from the termination message, or ResultError saying why not."""
+def parse_termination_message(message: str | bytes | None) -> RunReport:
+    """A RunReport from the termination message, or ResultError saying why not."""
     if message is None:
         raise ResultError("no termination message")
     if isinstance(message, bytes):
@@ -160,7 +162,7 @@ def parse_termination_message(message: str | bytes | None) -> RunResult:
         if isinstance(raw_errors, list)
         else ()
     )
-    return RunResult(
+    return RunReport(
         timestamp=timestamp,
         duration=max(0.0, _number(doc.get("dur")) or 0.0),
         exit_code=code,

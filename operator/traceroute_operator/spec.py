@@ -17,7 +17,7 @@ from typing import Any
 from traceroute_probe.metrics import RESERVED_LABELS
 
 from .config import SecretKeyRef
-from .monitoring.schedule import ScheduleError, max_interval_seconds
+from .schedule import ScheduleError, max_interval_seconds
 
 DEFAULT_SCHEDULE = "*/5 * * * *"
 _PROM_LABEL = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]{0,62}$")
@@ -84,31 +84,14 @@ class ProbeSpec:
         expected = _int(spec, "expectedHops", 1, 64, None)
         if expected is not None and expected > max_hops:
             raise SpecError("spec.expectedHops: must not exceed spec.maxHops")
-        by_target_raw = spec.get("expectedHopsByTarget") or {}
-        if not isinstance(by_target_raw, Mapping):
-            raise SpecError("spec.expectedHopsByTarget: must be an object")
-        by_target: dict[str, int] = {}
-        for target, hops in by_target_raw.items():
-            if target not in targets:
-                raise SpecError(f"spec.expectedHopsByTarget: {target!r} is not in spec.targets")
-            if isinstance(hops, bool) or not isinstance(hops, int) or not 1 <= hops <= max_hops:
-                raise SpecError(f"spec.expectedHopsByTarget[{target}]: must be 1..spec.maxHops")
-            by_target[str(target)] = hops
+        by_target = _expected_hops_by_target(spec.get("expectedHopsByTarget"), targets, max_hops)
         ip_family = str(spec.get("ipFamily", "auto"))
         if ip_family not in ("auto", "4", "6"):
             raise SpecError("spec.ipFamily: must be auto, 4 or 6")
         path_change = spec.get("pathChange") or {}
         if not isinstance(path_change, Mapping):
             raise SpecError("spec.pathChange: must be an object")
-        schedule = spec.get("schedule", DEFAULT_SCHEDULE)
-        if not isinstance(schedule, str) or not schedule.strip() or len(schedule) > 128:
-            raise SpecError("spec.schedule: must be a cron expression")
-        # the CRD checks only the shape ("61 * * * *" passes); a schedule that cannot run
-        # must stall the probe with this message, not fail every reconcile later
-        try:
-            max_interval_seconds(schedule)
-        except ScheduleError as exc:
-            raise SpecError(f"spec.schedule: {exc}") from exc
+        schedule = _schedule(spec.get("schedule", DEFAULT_SCHEDULE))
         time_zone = spec.get("timeZone")
         if time_zone is not None and (not isinstance(time_zone, str) or not time_zone):
             raise SpecError("spec.timeZone: must be an IANA time zone name")
@@ -121,15 +104,11 @@ class ProbeSpec:
         pull_policy = spec.get("imagePullPolicy")
         if pull_policy is not None and pull_policy not in ("Always", "IfNotPresent", "Never"):
             raise SpecError("spec.imagePullPolicy: must be Always, IfNotPresent or Never")
-        resources = spec.get("resources")
-        if resources is not None and not isinstance(resources, Mapping):
-            raise SpecError("spec.resources: must be an object")
-        affinity = spec.get("affinity")
-        if affinity is not None and not isinstance(affinity, Mapping):
-            raise SpecError("spec.affinity: must be an object")
+        resources = _object(spec, "resources")
+        affinity = _object(spec, "affinity")
         return cls(
             targets=targets,
-            schedule=schedule.strip(),
+            schedule=schedule,
             time_zone=time_zone,
             protocol=protocol,
             port=port,
@@ -170,6 +149,40 @@ def _targets(raw: Any) -> tuple[str, ...]:
         if item not in targets:
             targets.append(item)
     return tuple(targets)
+
+
+def _expected_hops_by_target(raw: Any, targets: tuple[str, ...], max_hops: int) -> dict[str, int]:
+    if not raw:
+        return {}
+    if not isinstance(raw, Mapping):
+        raise SpecError("spec.expectedHopsByTarget: must be an object")
+    by_target: dict[str, int] = {}
+    for target, hops in raw.items():
+        if target not in targets:
+            raise SpecError(f"spec.expectedHopsByTarget: {target!r} is not in spec.targets")
+        if isinstance(hops, bool) or not isinstance(hops, int) or not 1 <= hops <= max_hops:
+            raise SpecError(f"spec.expectedHopsByTarget[{target}]: must be 1..spec.maxHops")
+        by_target[str(target)] = hops
+    return by_target
+
+
+def _schedule(raw: Any) -> str:
+    if not isinstance(raw, str) or not raw.strip() or len(raw) > 128:
+        raise SpecError("spec.schedule: must be a cron expression")
+    # the CRD checks only the shape ("61 * * * *" passes); a schedule that cannot run
+    # must stall the probe with this message, not fail every reconcile later
+    try:
+        max_interval_seconds(raw)
+    except ScheduleError as exc:
+        raise SpecError(f"spec.schedule: {exc}") from exc
+    return raw.strip()
+
+
+def _object(spec: Mapping[str, Any], key: str) -> Mapping[str, Any] | None:
+    value = spec.get(key)
+    if value is not None and not isinstance(value, Mapping):
+        raise SpecError(f"spec.{key}: must be an object")
+    return value
 
 
 def _int(  # noqa: PLR0917 (a table of bounds reads best positionally)

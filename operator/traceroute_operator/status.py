@@ -13,8 +13,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .pathchange import DetectionState, PathChange, Trace, differences, observe
-from .results import RunResult, TargetResult
+from .pathchange import DetectionState, Path, PathChange, Trace, differences, observe
+from .results import RunReport, TargetReport
 from .spec import ProbeSpec
 
 Status = dict[str, Any]
@@ -231,25 +231,58 @@ def apply_run(
     *,
     run_time: float,
     exit_code: int | None,
-    result: RunResult | None,
+    report: RunReport | None,
     failure: str | None,
     now: float,
 ) -> RunUpdate:
     """Status after reading one run: per-target results, detection, Reachable/PathStable.
 
-    ``result`` None means the pod left no usable result (``failure`` says why).
+    ``report`` None means the pod left no usable result (``failure`` says why).
     """
     status: Status = copy.deepcopy(dict(old or {}))
     status["targets"] = _targets_for_spec(status.get("targets"), spec)
     previous_errors = list((status.get("lastRun") or {}).get("errors") or [])
+    errors = _run_errors(report, failure)
+    status["lastRun"] = _last_run(ref, run_time, exit_code, report, errors)
+    status["lastRunTime"] = iso(run_time)
+    update = RunUpdate(status)
+    update.new_errors = [e for e in errors if e not in previous_errors]
+    conditions = list(status.get("conditions") or [])
+    generation = status.get("observedGeneration")
+    gen = generation if isinstance(generation, int) else None
+
+    if report is None:
+        conditions = set_condition(
+            conditions, "Reachable", "Unknown", "NoResult", failure or "no result", gen, now
+        )
+    else:
+        unreachable, pending = _fold_targets(status["targets"], report, spec, run_time, update)
+        conditions = _reachable(conditions, unreachable, gen, now)
+        conditions = _path_stable(conditions, update.changes, pending, gen, now)
+    status["conditions"] = conditions
+    _summarize(status)
+    return update
+
+
+def _run_errors(report: RunReport | None, failure: str | None) -> list[str]:
     errors: list[str] = []
     if failure:
         errors.append(failure)
-    if result is not None:
-        errors.extend(result.errors)
-        for target in result.targets:
+    if report is not None:
+        errors.extend(report.errors)
+        for target in report.targets:
             if target.error:
                 errors.append(f"{target.name}: {target.error}")
+    return errors
+
+
+def _last_run(
+    ref: RunRef,
+    run_time: float,
+    exit_code: int | None,
+    report: RunReport | None,
+    errors: list[str],
+) -> dict[str, Any]:
     last_run: dict[str, Any] = {
         "podName": ref.pod_name,
         "podUID": ref.pod_uid,
@@ -260,32 +293,26 @@ def apply_run(
         last_run["jobName"] = ref.job_name
     if exit_code is not None:
         last_run["exitCode"] = exit_code
-    if result is not None:
-        last_run["durationSeconds"] = round(result.duration, 3)
-        last_run["truncated"] = result.truncated
-    status["lastRun"] = last_run
-    status["lastRunTime"] = iso(run_time)
-    update = RunUpdate(status)
-    update.new_errors = [e for e in errors if e not in previous_errors]
-    conditions = list(status.get("conditions") or [])
-    generation = status.get("observedGeneration")
-    gen = generation if isinstance(generation, int) else None
+    if report is not None:
+        last_run["durationSeconds"] = round(report.duration, 3)
+        last_run["truncated"] = report.truncated
+    return last_run
 
-    if result is None:
-        conditions = set_condition(
-            conditions, "Reachable", "Unknown", "NoResult", failure or "no result", gen, now
-        )
-        status["conditions"] = conditions
-        _summarize(status)
-        return update
 
-    pending: list[str] = []
+def _fold_targets(
+    entries: list[dict[str, Any]],
+    report: RunReport,
+    spec: ProbeSpec,
+    run_time: float,
+    update: RunUpdate,
+) -> tuple[list[str], list[str]]:
+    """Fold the run into each target's entry; (unreachable, change pending) target names."""
     unreachable: list[str] = []
-    for entry in status["targets"]:
-        found = result.target(entry["name"])
-        if found is None:
+    pending: list[str] = []
+    for entry in entries:
+        target = report.target(entry["name"])
+        if target is None:
             continue
-        target = found
         was_reached = entry.get("reached")
         _apply_target(entry, target, run_time)
         if not target.reached:
@@ -294,27 +321,54 @@ def apply_run(
                 update.newly_unreachable.append(target.name)
         if target.path is None:
             continue
-        state = DetectionState.from_status(entry.get("detection"))
-        trace = Trace(target.path, target.hops, target.reached)
-        state, change = observe(state, trace, spec.confirm_runs, target.name)
-        entry["detection"] = state.to_status()
-        if change is not None:
-            update.changes.append(change)
-            entry["pathChanges"] = int(entry.get("pathChanges") or 0) + 1
-            entry["lastChangeTime"] = iso(run_time)
-            entry["lastChange"] = change.describe()[:MAX_MESSAGE]
-        if state.candidate is not None:
-            assert state.baseline is not None
-            diff = "; ".join(differences(state.baseline, state.candidate))
-            entry["pendingChange"] = (
-                f"{diff} (seen in {state.candidate_runs} of {spec.confirm_runs} runs)"
-            )[:MAX_MESSAGE]
+        changing = _detect(
+            entry,
+            target,
+            target.path,
+            confirm_runs=spec.confirm_runs,
+            run_time=run_time,
+            update=update,
+        )
+        if changing:
             pending.append(target.name)
-        else:
-            entry.pop("pendingChange", None)
+    return unreachable, pending
 
+
+def _detect(
+    entry: dict[str, Any],
+    target: TargetReport,
+    path: Path,
+    *,
+    confirm_runs: int,
+    run_time: float,
+    update: RunUpdate,
+) -> bool:
+    """ECMP-aware change detection on one target; True while a change awaits confirmation."""
+    state = DetectionState.from_status(entry.get("detection"))
+    state, change = observe(
+        state, Trace(path, target.hops, target.reached), confirm_runs, target.name
+    )
+    entry["detection"] = state.to_status()
+    if change is not None:
+        update.changes.append(change)
+        entry["pathChanges"] = int(entry.get("pathChanges") or 0) + 1
+        entry["lastChangeTime"] = iso(run_time)
+        entry["lastChange"] = change.describe()[:MAX_MESSAGE]
+    if state.candidate is None:
+        entry.pop("pendingChange", None)
+        return False
+    assert state.baseline is not None
+    diff = "; ".join(differences(state.baseline, state.candidate))
+    awaiting = f"{diff} (seen in {state.candidate_runs} of {confirm_runs} runs)"
+    entry["pendingChange"] = awaiting[:MAX_MESSAGE]
+    return True
+
+
+def _reachable(
+    conditions: list[dict[str, Any]], unreachable: list[str], gen: int | None, now: float
+) -> list[dict[str, Any]]:
     if unreachable:
-        conditions = set_condition(
+        return set_condition(
             conditions,
             "Reachable",
             "False",
@@ -323,22 +377,30 @@ def apply_run(
             gen,
             now,
         )
-    else:
-        conditions = set_condition(
-            conditions, "Reachable", "True", "AllReached", "every target reached", gen, now
-        )
-    if update.changes:
-        conditions = set_condition(
+    return set_condition(
+        conditions, "Reachable", "True", "AllReached", "every target reached", gen, now
+    )
+
+
+def _path_stable(
+    conditions: list[dict[str, Any]],
+    changes: list[PathChange],
+    pending: list[str],
+    gen: int | None,
+    now: float,
+) -> list[dict[str, Any]]:
+    if changes:
+        return set_condition(
             conditions,
             "PathStable",
             "False",
             "PathChanged",
-            "; ".join(f"{c.target}: {c.describe()}" for c in update.changes),
+            "; ".join(f"{c.target}: {c.describe()}" for c in changes),
             gen,
             now,
         )
-    elif pending:
-        conditions = set_condition(
+    if pending:
+        return set_condition(
             conditions,
             "PathStable",
             "Unknown",
@@ -347,16 +409,12 @@ def apply_run(
             gen,
             now,
         )
-    else:
-        conditions = set_condition(
-            conditions, "PathStable", "True", "PathUnchanged", "no confirmed change", gen, now
-        )
-    status["conditions"] = conditions
-    _summarize(status)
-    return update
+    return set_condition(
+        conditions, "PathStable", "True", "PathUnchanged", "no confirmed change", gen, now
+    )
 
 
-def _apply_target(entry: dict[str, Any], target: TargetResult, run_time: float) -> None:
+def _apply_target(entry: dict[str, Any], target: TargetReport, run_time: float) -> None:
     entry["reached"] = target.reached
     entry["hops"] = target.hops
     entry["lastRunTime"] = iso(run_time)

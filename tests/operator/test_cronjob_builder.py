@@ -1,4 +1,4 @@
-"""build_cronjob: a pure function of the probe and the configuration."""
+"""build_cronjob: a pure function of the parsed probe, its Pushgateway and the configuration."""
 
 from __future__ import annotations
 
@@ -10,7 +10,11 @@ import pytest
 from traceroute_operator.builders.cronjob import build_cronjob, probe_args
 from traceroute_operator.config import OperatorConfig, SecretKeyRef
 from traceroute_operator.naming import CRONJOB_NAME_LIMIT, cronjob_name
+from traceroute_operator.pushgateway_policy import effective_pushgateway
+from traceroute_operator.ref import ProbeRef
 from traceroute_operator.spec import ProbeSpec, SpecError
+
+from tests.operator.probes import parsed
 
 CONFIG = OperatorConfig(probe_image="registry.example:5000/traceroute-probe:1.2.3")
 
@@ -29,6 +33,12 @@ def probe(
     }
 
 
+def build(body: dict[str, Any], config: OperatorConfig) -> dict[str, Any]:
+    """Parse at the edge, then build: what the operator and `render` do."""
+    ref, spec = parsed(body)
+    return build_cronjob(ref, spec, effective_pushgateway(spec, config), config)
+
+
 def pod_spec(cronjob: dict[str, Any]) -> dict[str, Any]:
     spec: dict[str, Any] = cronjob["spec"]["jobTemplate"]["spec"]["template"]["spec"]
     return spec
@@ -37,12 +47,12 @@ def pod_spec(cronjob: dict[str, Any]) -> dict[str, Any]:
 def test_same_input_same_manifest_and_input_untouched() -> None:
     body = probe({"targets": ["a.example", "10.0.0.1"], "metricLabels": {"b": "2", "a": "1"}})
     before = copy.deepcopy(body)
-    assert build_cronjob(body, CONFIG) == build_cronjob(copy.deepcopy(body), CONFIG)
+    assert build(body, CONFIG) == build(copy.deepcopy(body), CONFIG)
     assert body == before
 
 
 def test_identity_owner_and_labels() -> None:
-    cronjob = build_cronjob(probe(), CONFIG)
+    cronjob = build(probe(), CONFIG)
     meta = cronjob["metadata"]
     assert meta["name"] == "trp-edge" and meta["namespace"] == "net"
     (owner,) = meta["ownerReferences"]
@@ -61,7 +71,7 @@ def test_identity_owner_and_labels() -> None:
 
 
 def test_no_owner_reference_without_uid() -> None:
-    assert "ownerReferences" not in build_cronjob(probe(uid=None), CONFIG)["metadata"]
+    assert "ownerReferences" not in build(probe(uid=None), CONFIG)["metadata"]
 
 
 def test_long_names_stay_valid_and_distinct() -> None:
@@ -72,7 +82,7 @@ def test_long_names_stay_valid_and_distinct() -> None:
 
 
 def test_schedule_policy_and_history() -> None:
-    spec = build_cronjob(
+    spec = build(
         probe(
             {
                 "targets": ["a"],
@@ -96,13 +106,11 @@ def test_schedule_policy_and_history() -> None:
 
 
 def test_suspend_is_honoured() -> None:
-    assert (
-        build_cronjob(probe({"targets": ["a"], "suspend": True}), CONFIG)["spec"]["suspend"] is True
-    )
+    assert build(probe({"targets": ["a"], "suspend": True}), CONFIG)["spec"]["suspend"] is True
 
 
 def test_pod_security_restricted_and_unprivileged_ping() -> None:
-    pod = pod_spec(build_cronjob(probe(), CONFIG))
+    pod = pod_spec(build(probe(), CONFIG))
     assert pod["automountServiceAccountToken"] is False
     assert pod["restartPolicy"] == "Never"
     sec = pod["securityContext"]
@@ -141,7 +149,7 @@ def test_args_follow_the_probe_cli() -> None:
             "metricLabels": {"team": "net", "env": "prod"},
         }
     )
-    args = probe_args("net", "edge", spec, CONFIG)
+    args = probe_args(ProbeRef("net", "edge"), spec, effective_pushgateway(spec, CONFIG))
     assert args[args.index("--") + 1 :] == ["a.example", "2001:db8::1"]
     expected = {
         "--protocol": ["tcp"],
@@ -174,7 +182,7 @@ def test_pushgateway_override_mounts_secrets_as_files() -> None:
             },
         }
     )
-    cronjob = build_cronjob(body, CONFIG)
+    cronjob = build(body, CONFIG)
     pod = pod_spec(cronjob)
     args = pod["containers"][0]["args"]
     assert arg_value(args, "--pushgateway") == ["https://pgw.example:9091"]
@@ -200,7 +208,7 @@ def test_default_pushgateway_secrets_from_config() -> None:
         pushgateway_ca_secret=SecretKeyRef("pgw-ca", "ca.crt"),
         pushgateway_basic_auth_secret="pgw-auth",
     )
-    pod = pod_spec(build_cronjob(probe(), config))
+    pod = pod_spec(build(probe(), config))
     args = pod["containers"][0]["args"]
     assert arg_value(args, "--pushgateway") == ["https://pgw.monitoring:9091"]
     assert arg_value(args, "--pushgateway-ca") and arg_value(args, "--pushgateway-username-file")
@@ -225,7 +233,7 @@ def test_pod_knobs() -> None:
             }
         },
     }
-    pod = pod_spec(build_cronjob(probe(knobs), CONFIG))
+    pod = pod_spec(build(probe(knobs), CONFIG))
     container = pod["containers"][0]
     assert container["image"] == knobs["image"]
     assert container["imagePullPolicy"] == "Always"
@@ -260,7 +268,7 @@ def test_pod_knobs() -> None:
 )
 def test_unusable_specs_name_the_field(spec: dict[str, Any], field: str) -> None:
     with pytest.raises(SpecError) as info:
-        build_cronjob(probe(spec), CONFIG)
+        build(probe(spec), CONFIG)
     assert str(info.value).startswith(field)
 
 
@@ -268,14 +276,14 @@ def test_manifest_valid_against_upstream_schema() -> None:
     body = probe(
         {"targets": ["a"], "pushgateway": {"url": "https://p:1", "tlsCA": {"secretName": "c"}}}
     )
-    kubernetes_validate.validate(build_cronjob(body, CONFIG), "1.32", strict=True)
+    kubernetes_validate.validate(build(body, CONFIG), "1.32", strict=True)
 
 
 def test_default_image_pull_secrets_only_for_the_default_image() -> None:
     config = OperatorConfig.from_env({"TRACEROUTE_PROBE_IMAGE_PULL_SECRETS": "mirror, mirror2"})
-    assert pod_spec(build_cronjob(probe(), config))["imagePullSecrets"] == [
+    assert pod_spec(build(probe(), config))["imagePullSecrets"] == [
         {"name": "mirror"},
         {"name": "mirror2"},
     ]
     own_image = probe({"targets": ["a"], "image": "elsewhere.example/probe:1"})
-    assert "imagePullSecrets" not in pod_spec(build_cronjob(own_image, config))
+    assert "imagePullSecrets" not in pod_spec(build(own_image, config))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from traceroute_operator.results import RunResult, TargetResult
+from traceroute_operator.results import RunReport, TargetReport
 from traceroute_operator.spec import ProbeSpec
 from traceroute_operator.status import (
     ReconcileOutcome,
@@ -93,8 +93,8 @@ def test_monitoring_condition_only_when_generated() -> None:
 
 def target(
     name: str, path: list[list[str]] | None, reached: bool = True, **kw: Any
-) -> TargetResult:
-    return TargetResult(
+) -> TargetReport:
+    return TargetReport(
         name=name,
         address=kw.get("address", "10.0.9.9"),
         reached=reached,
@@ -112,15 +112,15 @@ B1 = [["10.0.1.1"], ["10.0.8.8"]]
 
 
 def run(
-    ts: float, *targets: TargetResult, code: int = 0, errors: tuple[str, ...] = ()
-) -> RunResult:
-    return RunResult(ts, 1.0, code, errors, tuple(targets), False)
+    ts: float, *targets: TargetReport, code: int = 0, errors: tuple[str, ...] = ()
+) -> RunReport:
+    return RunReport(ts, 1.0, code, errors, tuple(targets), False)
 
 
 def feed(
     status: dict[str, Any],
     ts: float,
-    result: RunResult | None,
+    result: RunReport | None,
     uid: str,
     failure: str | None = None,
 ):
@@ -130,7 +130,7 @@ def feed(
         RunRef(f"job-{uid}", f"pod-{uid}", uid),
         run_time=ts,
         exit_code=result.exit_code if result else 137,
-        result=result,
+        report=result,
         failure=failure,
         now=ts + 2,
     )

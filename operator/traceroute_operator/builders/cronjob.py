@@ -1,39 +1,21 @@
-"""TracerouteProbe -> CronJob manifest (pure: same probe and config, same manifest)."""
+"""TracerouteProbe -> CronJob manifest (pure: same ref, spec, Pushgateway, config, same result)."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Any
 
-from ..config import OperatorConfig, SecretKeyRef
-from ..naming import (
-    CONTAINER_NAME,
-    TERMINATION_MESSAGE_PATH,
-    cronjob_name,
-    owner_reference,
-    probe_identity,
-    probe_labels,
-)
-from ..spec import BasicAuthRef, ProbeSpec
+from ..config import OperatorConfig
+from ..naming import CONTAINER_NAME, TERMINATION_MESSAGE_PATH, cronjob_name, probe_labels
+from ..pushgateway_policy import EffectivePushgateway
+from ..ref import ProbeRef
+from ..spec import ProbeSpec
 
 CA_MOUNT = "/etc/traceroute-probe/pushgateway-ca"
 AUTH_MOUNT = "/etc/traceroute-probe/pushgateway-auth"
 
 
-def effective_pushgateway(
-    spec: ProbeSpec, config: OperatorConfig
-) -> tuple[str, SecretKeyRef | None, BasicAuthRef | None]:
-    """URL, CA Secret and basic-auth Secret the probe pushes with (spec over defaults)."""
-    if spec.pushgateway.url:
-        return spec.pushgateway.url, spec.pushgateway.tls_ca, spec.pushgateway.basic_auth
-    ca = spec.pushgateway.tls_ca or config.pushgateway_ca_secret
-    auth = spec.pushgateway.basic_auth
-    if auth is None and config.pushgateway_basic_auth_secret:
-        auth = BasicAuthRef(config.pushgateway_basic_auth_secret)
-    return config.default_pushgateway_url, ca, auth
-
-
-def probe_args(namespace: str, name: str, spec: ProbeSpec, config: OperatorConfig) -> list[str]:
+def probe_args(ref: ProbeRef, spec: ProbeSpec, pushgateway: EffectivePushgateway) -> list[str]:
     """Command-line arguments of the probe (contracts.md section 2)."""
     args = [
         "--protocol",
@@ -51,19 +33,18 @@ def probe_args(namespace: str, name: str, spec: ProbeSpec, config: OperatorConfi
         "--pps",
         str(spec.packets_per_second),
         "--namespace",
-        namespace,
+        ref.namespace,
         "--probe",
-        name,
+        ref.name,
         "--termination-log",
         TERMINATION_MESSAGE_PATH,
     ]
     if spec.port is not None:
         args += ["--port", str(spec.port)]
-    url, ca, auth = effective_pushgateway(spec, config)
-    args += ["--pushgateway", url]
-    if ca is not None:
+    args += ["--pushgateway", pushgateway.url]
+    if pushgateway.tls_ca is not None:
         args += ["--pushgateway-ca", f"{CA_MOUNT}/ca.crt"]
-    if auth is not None:
+    if pushgateway.basic_auth is not None:
         args += [
             "--pushgateway-username-file",
             f"{AUTH_MOUNT}/username",
@@ -89,22 +70,21 @@ def _resources(spec: ProbeSpec, config: OperatorConfig) -> dict[str, Any]:
     }
 
 
-def build_cronjob(probe: Mapping[str, Any], config: OperatorConfig | None = None) -> dict[str, Any]:
-    """The CronJob that runs a probe on its schedule.
-
-    Raises ``SpecError`` (naming the field) when the spec cannot be used.
-    """
-    config = config or OperatorConfig()
-    namespace, name, uid = probe_identity(probe)
-    spec = ProbeSpec.from_dict(probe.get("spec"))
-    labels = probe_labels(name, uid)
+def build_cronjob(
+    ref: ProbeRef,
+    spec: ProbeSpec,
+    pushgateway: EffectivePushgateway,
+    config: OperatorConfig,
+) -> dict[str, Any]:
+    """The CronJob that runs a probe on its schedule."""
+    labels = probe_labels(ref.name, ref.uid)
 
     volumes: list[dict[str, Any]] = [
         # Python and the resolver may want a scratch directory; the root fs is read-only
         {"name": "tmp", "emptyDir": {"medium": "Memory", "sizeLimit": "16Mi"}},
     ]
     mounts: list[dict[str, Any]] = [{"name": "tmp", "mountPath": "/tmp"}]
-    _, ca, auth = effective_pushgateway(spec, config)
+    ca, auth = pushgateway.tls_ca, pushgateway.basic_auth
     if ca is not None:
         volumes.append(
             {
@@ -139,7 +119,7 @@ def build_cronjob(probe: Mapping[str, Any], config: OperatorConfig | None = None
         "imagePullPolicy": spec.image_pull_policy
         or ("IfNotPresent" if spec.image else config.probe_image_pull_policy),
         "command": list(config.probe_command),
-        "args": probe_args(namespace, name, spec, config),
+        "args": probe_args(ref, spec, pushgateway),
         "resources": _resources(spec, config),
         "securityContext": {
             "allowPrivilegeEscalation": False,
@@ -209,11 +189,11 @@ def build_cronjob(probe: Mapping[str, Any], config: OperatorConfig | None = None
     if spec.time_zone:
         cronjob_spec["timeZone"] = spec.time_zone
     metadata: dict[str, Any] = {
-        "name": cronjob_name(name),
-        "namespace": namespace,
+        "name": cronjob_name(ref.name),
+        "namespace": ref.namespace,
         "labels": dict(labels),
     }
-    owner = owner_reference(probe)
+    owner = ref.owner_reference()
     if owner is not None:
         metadata["ownerReferences"] = [owner]
     return {"apiVersion": "batch/v1", "kind": "CronJob", "metadata": metadata, "spec": cronjob_spec}

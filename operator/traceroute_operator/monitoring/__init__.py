@@ -1,7 +1,7 @@
 """Monitoring objects the operator generates: ServiceMonitor, PrometheusRule, dashboards.
 
-All builders are pure functions of the settings (and of the TracerouteProbe for the
-PrometheusRule); the operator applies what they return.
+All builders are pure functions of the settings (and of the probe's ProbeRef and
+ProbeSpec for the PrometheusRule); the operator applies what they return.
 """
 
 from .dashboards import build_dashboard_configmaps, build_dashboards

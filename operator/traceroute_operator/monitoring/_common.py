@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
-
 from ..naming import LABEL_MANAGED_BY, MANAGED_BY
 
 
@@ -31,13 +28,3 @@ def promql_string(value: str) -> str:
     """A PromQL double-quoted string literal."""
     escaped = value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
     return f'"{escaped}"'
-
-
-def get_path(obj: Mapping[str, Any], *keys: str) -> Any:
-    """obj[k1][k2]... or None when any level is missing or not a mapping."""
-    current: Any = obj
-    for key in keys:
-        if not isinstance(current, Mapping):
-            return None
-        current = current.get(key)
-    return current

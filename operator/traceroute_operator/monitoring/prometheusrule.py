@@ -7,17 +7,19 @@ own series (``namespace``/``probe`` come from the Pushgateway grouping key).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .. import naming
 from ..naming import LABEL_PROBE, bounded_name
-from ._common import common_labels, duration, get_path, promql_string
-from .schedule import max_interval_seconds
+from ..ref import ProbeRef
+from ..schedule import max_interval_seconds
+from ._common import common_labels, duration, promql_string
 from .settings import MonitoringSettings
 
-DEFAULT_SCHEDULE = "*/5 * * * *"
+if TYPE_CHECKING:
+    # annotation only: spec -> config -> monitoring.settings would import this module back
+    from ..spec import ProbeSpec
+
 RULE_NAME_PREFIX = "traceroute-probe-"
 _ON = "on (namespace, probe, target)"
 # One-to-one matching with on() keeps only the on() labels; group_left keeps all of
@@ -25,45 +27,9 @@ _ON = "on (namespace, probe, target)"
 _ON_KEEP = "on (namespace, probe, target) group_left ()"
 
 
-@dataclass(frozen=True)
-class ProbeIdentity:
-    """What the monitoring objects need from a TracerouteProbe, read defensively."""
-
-    namespace: str
-    name: str
-    uid: str | None
-    schedule: str
-    targets: tuple[str, ...]
-    suspended: bool
-
-    @property
-    def selector(self) -> str:
-        return f"namespace={promql_string(self.namespace)}, probe={promql_string(self.name)}"
-
-
-def probe_identity(probe: Mapping[str, Any]) -> ProbeIdentity:
-    namespace, name, uid = naming.probe_identity(probe)
-    schedule = get_path(probe, "spec", "schedule")
-    raw_targets = get_path(probe, "spec", "targets")
-    targets: list[str] = []
-    if isinstance(raw_targets, Sequence) and not isinstance(raw_targets, str):
-        for item in raw_targets:
-            if isinstance(item, str):
-                targets.append(item)
-            elif isinstance(item, Mapping):
-                # tolerate a structured form ({host: ...} / {name: ...})
-                for key in ("host", "name", "target", "address"):
-                    if isinstance(item.get(key), str):
-                        targets.append(item[key])
-                        break
-    return ProbeIdentity(
-        namespace=namespace,
-        name=name,
-        uid=uid,
-        schedule=schedule if isinstance(schedule, str) and schedule.strip() else DEFAULT_SCHEDULE,
-        targets=tuple(targets),
-        suspended=get_path(probe, "spec", "suspend") is True,
-    )
+def _selector(ref: ProbeRef) -> str:
+    """PromQL matchers of the probe's own series (its Pushgateway grouping key)."""
+    return f"namespace={promql_string(ref.namespace)}, probe={promql_string(ref.name)}"
 
 
 def prometheusrule_name(probe_name: str) -> str:
@@ -96,20 +62,21 @@ def alert_timings(schedule: str, settings: MonitoringSettings) -> AlertTimings:
     )
 
 
-def build_prometheusrule(probe: Mapping[str, Any], settings: MonitoringSettings) -> dict[str, Any]:
-    """The PrometheusRule (monitoring.coreos.com/v1) holding the alerts of ``probe``."""
-    ident = probe_identity(probe)
-    timings = alert_timings(ident.schedule, settings)
+def build_prometheusrule(
+    ref: ProbeRef, spec: ProbeSpec, settings: MonitoringSettings
+) -> dict[str, Any]:
+    """The PrometheusRule (monitoring.coreos.com/v1) holding the alerts of one probe."""
+    timings = alert_timings(spec.schedule, settings)
     metadata: dict[str, Any] = {
-        "name": prometheusrule_name(ident.name),
-        "namespace": ident.namespace,
+        "name": prometheusrule_name(ref.name),
+        "namespace": ref.namespace,
         "labels": {
             **common_labels("alerts"),
-            LABEL_PROBE: _label_value(ident.name),
+            LABEL_PROBE: _label_value(ref.name),
             **settings.prometheusrule_labels,
         },
     }
-    owner = naming.owner_reference(probe)
+    owner = ref.owner_reference()
     if owner is not None:
         metadata["ownerReferences"] = [owner]
     return {
@@ -119,8 +86,8 @@ def build_prometheusrule(probe: Mapping[str, Any], settings: MonitoringSettings)
         "spec": {
             "groups": [
                 {
-                    "name": f"traceroute.{ident.namespace}.{ident.name}",
-                    "rules": build_alert_rules(ident, timings, settings),
+                    "name": f"traceroute.{ref.namespace}.{ref.name}",
+                    "rules": build_alert_rules(ref, spec, timings, settings),
                 }
             ]
         },
@@ -128,16 +95,16 @@ def build_prometheusrule(probe: Mapping[str, Any], settings: MonitoringSettings)
 
 
 def build_alert_rules(
-    ident: ProbeIdentity, timings: AlertTimings, settings: MonitoringSettings
+    ref: ProbeRef, spec: ProbeSpec, timings: AlertTimings, settings: MonitoringSettings
 ) -> list[dict[str, Any]]:
-    sel = ident.selector
-    who = f"TracerouteProbe {ident.namespace}/{ident.name}"
+    sel = _selector(ref)
+    who = f"TracerouteProbe {ref.namespace}/{ref.name}"
     runs = settings.alert_confirm_runs
     runs_text = "its last run" if runs == 1 else f"its last {runs} runs"
     confirm = duration(timings.confirm)
     window = duration(timings.change_window)
     changed_window = duration(timings.confirm + timings.change_window)
-    describe = f"`kubectl -n {ident.namespace} describe tracerouteprobe {ident.name}`"
+    describe = f"`kubectl -n {ref.namespace} describe tracerouteprobe {ref.name}`"
 
     def now(metric: str, fmt: str = "%.0f") -> str:
         return _current_value(f"{metric}{{{sel}, target=%q}}", fmt)
@@ -220,11 +187,11 @@ def build_alert_rules(
         f"{runs_text}, though the destination still answers. The per-hop table of the "
         "Traceroute probe dashboard shows from which hop on the loss starts.",
     )
-    if not ident.suspended:
+    if not spec.suspend:
         stale = duration(timings.stale)
-        targets = _targets_text(ident.targets)
+        targets = _targets_text(spec.targets)
         schedule = (
-            f"its schedule {ident.schedule!r} runs at least every {duration(timings.interval)}"
+            f"its schedule {spec.schedule!r} runs at least every {duration(timings.interval)}"
         )
         add(
             "TracerouteProbeStale",
@@ -234,7 +201,7 @@ def build_alert_rules(
             f"{who} has not run for {{{{ $value | humanizeDuration }}}}",
             f"No result of {who}{targets} for {{{{ $value | humanizeDuration }}}}; "
             f"{schedule} (alert after {stale}). "
-            f"Check its CronJob, Jobs and pods in namespace {ident.namespace}: {describe}.",
+            f"Check its CronJob, Jobs and pods in namespace {ref.namespace}: {describe}.",
         )
         rules[-1]["labels"]["reason"] = "no_recent_run"
         add(

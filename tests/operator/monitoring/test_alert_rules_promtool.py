@@ -16,6 +16,7 @@ import yaml
 from traceroute_operator.monitoring import MonitoringSettings, build_prometheusrule
 
 from devcluster.promstack import promtool_path
+from tests.operator.probes import parsed
 
 NS = "team-a"
 PROBE = "web"
@@ -76,7 +77,7 @@ def alert_labels(alert_severity: str, target: str | None, job: str = "traceroute
 
 
 def run_promtool(tmp_path: Path, tests: list[dict[str, Any]]) -> subprocess.CompletedProcess[str]:
-    rule = build_prometheusrule(PROBE_SPEC, MonitoringSettings())
+    rule = build_prometheusrule(*parsed(PROBE_SPEC), MonitoringSettings())
     rules_file = tmp_path / "rules.yaml"
     rules_file.write_text(yaml.safe_dump({"groups": rule["spec"]["groups"]}, sort_keys=False))
     test_file = tmp_path / "test.yaml"

@@ -22,6 +22,7 @@ from devcluster import monitoring_crds as crds
 from devcluster.controlplane import ControlPlane
 from devcluster.kubetools import kubectl
 from devcluster.runtime import wait_until
+from tests.operator.probes import parsed
 
 pytestmark = pytest.mark.slow
 
@@ -111,7 +112,7 @@ def test_generated_objects_are_accepted_and_garbage_collected(
     probe = custom.create_namespaced_custom_object(
         "traceroute.dev", "v1alpha1", probe_ns, "tracerouteprobes", probe
     )
-    rule = build_prometheusrule(probe, settings)
+    rule = build_prometheusrule(*parsed(probe), settings)
     created_rule = custom.create_namespaced_custom_object(
         GROUP, VERSION, probe_ns, "prometheusrules", rule
     )
@@ -121,7 +122,7 @@ def test_generated_objects_are_accepted_and_garbage_collected(
     )
 
     # the apiserver validates: a broken rule is refused with the field named
-    broken = build_prometheusrule(probe, settings)
+    broken = build_prometheusrule(*parsed(probe), settings)
     broken["metadata"]["name"] = "broken"
     broken["spec"]["groups"][0]["rules"][1]["for"] = "ten minutes"
     with pytest.raises(k8s.ApiException) as refused:

@@ -14,6 +14,7 @@ from tests.operator.monitoring.known_metrics import (
     operator_families,
     probe_families,
 )
+from tests.operator.probes import parsed
 
 PROBE = {
     "metadata": {"name": "web", "namespace": "team-a"},
@@ -23,7 +24,8 @@ PROBE = {
 
 def all_queries() -> list[tuple[str, str]]:
     found = []
-    for rule in build_prometheusrule(PROBE, MonitoringSettings())["spec"]["groups"][0]["rules"]:
+    rule_object = build_prometheusrule(*parsed(PROBE), MonitoringSettings())
+    for rule in rule_object["spec"]["groups"][0]["rules"]:
         found.append((f"alert {rule['alert']}", rule["expr"]))
         for name, text in rule["annotations"].items():
             # annotation templates run queries too: {{ with printf `QUERY` ... | query }}

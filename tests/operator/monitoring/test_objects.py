@@ -13,10 +13,11 @@ from traceroute_operator.monitoring import (
     build_pushgateway_servicemonitor,
     prometheusrule_name,
 )
-from traceroute_operator.monitoring.prometheusrule import probe_identity
-from traceroute_operator.monitoring.schedule import ScheduleError
+from traceroute_operator.ref import ProbeRef
+from traceroute_operator.spec import ProbeSpec, SpecError
 
 from devcluster import monitoring_crds
+from tests.operator.probes import parsed
 
 PROBE: dict[str, Any] = {
     "apiVersion": "traceroute.dev/v1alpha1",
@@ -64,7 +65,7 @@ def test_schema_check_rejects_a_broken_object() -> None:
     broken["spec"]["endpoints"][0]["honorLabels"] = "yes"
     with pytest.raises(jsonschema.ValidationError):
         monitoring_crds.validate(broken)
-    rule = build_prometheusrule(PROBE, MonitoringSettings())
+    rule = build_prometheusrule(*parsed(PROBE), MonitoringSettings())
     broken_rule = copy.deepcopy(rule)
     broken_rule["spec"]["groups"][0]["rules"][1]["for"] = "7 minutes"
     with pytest.raises(jsonschema.ValidationError):
@@ -77,14 +78,14 @@ def test_schema_check_rejects_a_broken_object() -> None:
 def test_prometheusrule_is_valid_for_schedules(schedule: str) -> None:
     probe = copy.deepcopy(PROBE)
     probe["spec"]["schedule"] = schedule
-    monitoring_crds.validate(build_prometheusrule(probe, MonitoringSettings()))
+    monitoring_crds.validate(build_prometheusrule(*parsed(probe), MonitoringSettings()))
 
 
 def test_prometheusrule_is_owned_by_the_probe_and_selects_only_it() -> None:
     settings = MonitoringSettings(
         prometheusrule_labels={"release": "kps"}, alert_labels={"team": "netops"}
     )
-    rule = build_prometheusrule(PROBE, settings)
+    rule = build_prometheusrule(*parsed(PROBE), settings)
     assert rule["metadata"]["name"] == prometheusrule_name("web") == "traceroute-probe-web"
     assert rule["metadata"]["namespace"] == "team-a"
     assert rule["metadata"]["labels"]["release"] == "kps"
@@ -117,7 +118,9 @@ def test_stale_threshold_follows_the_longest_schedule_gap() -> None:
     def stale_expr(schedule: str) -> str:
         probe = copy.deepcopy(PROBE)
         probe["spec"]["schedule"] = schedule
-        rules = build_prometheusrule(probe, MonitoringSettings())["spec"]["groups"][0]["rules"]
+        rules = build_prometheusrule(*parsed(probe), MonitoringSettings())["spec"]["groups"][0][
+            "rules"
+        ]
         (rule,) = [r for r in rules if r.get("labels", {}).get("reason") == "no_recent_run"]
         return str(rule["expr"])
 
@@ -132,37 +135,34 @@ def test_stale_threshold_follows_the_longest_schedule_gap() -> None:
 def test_suspended_probe_gets_no_stale_alert() -> None:
     probe = copy.deepcopy(PROBE)
     probe["spec"]["suspend"] = True
-    rules = build_prometheusrule(probe, MonitoringSettings())["spec"]["groups"][0]["rules"]
+    rules = build_prometheusrule(*parsed(probe), MonitoringSettings())["spec"]["groups"][0]["rules"]
     assert "TracerouteProbeStale" not in {r["alert"] for r in rules}
     assert "TracerouteDestinationUnreachable" in {r["alert"] for r in rules}
 
 
-def test_probe_is_read_defensively() -> None:
-    minimal = {"metadata": {"name": "p", "namespace": "n"}}
-    ident = probe_identity(minimal)
-    assert ident.schedule == "*/5 * * * *"  # the CRD's default
-    assert ident.targets == ()
-    assert ident.uid is None
-    rule = build_prometheusrule(minimal, MonitoringSettings())
+def test_spec_defaults_reach_the_rule_and_no_uid_means_no_owner() -> None:
+    # the typed spec carries the CRD's default schedule: every 5 min, so stale after 15 min
+    rule = build_prometheusrule(
+        ProbeRef("n", "p"), ProbeSpec(targets=("a.example",)), MonitoringSettings()
+    )
     assert "ownerReferences" not in rule["metadata"]
-    odd = {
-        "metadata": {"name": "p", "namespace": "n"},
-        "spec": {"targets": ["a.example", {"host": "b.example"}, 7], "schedule": "  "},
-    }
-    assert probe_identity(odd).targets == ("a.example", "b.example")
-    with pytest.raises(ValueError, match=r"metadata\.namespace"):
-        probe_identity({"metadata": {"name": "p"}})
-    with pytest.raises(ScheduleError, match="expected 5 fields"):
-        build_prometheusrule(
-            {"metadata": {"name": "p", "namespace": "n"}, "spec": {"schedule": "* * *"}},
-            MonitoringSettings(),
-        )
+    rules = rule["spec"]["groups"][0]["rules"]
+    (stale,) = [r for r in rules if r.get("labels", {}).get("reason") == "no_recent_run"]
+    assert stale["expr"].endswith("> 900")
+    assert "'*/5 * * * *'" in stale["annotations"]["description"]
+    assert "(targets: a.example)" in stale["annotations"]["description"]
+
+
+def test_a_schedule_that_cannot_run_stops_at_the_spec() -> None:
+    """The builder never sees such a schedule: parsing the spec names the field."""
+    with pytest.raises(SpecError, match=r"^spec\.schedule: .*expected 5 fields"):
+        ProbeSpec.from_dict({"targets": ["a"], "schedule": "* * *"})
 
 
 def test_long_probe_names_give_valid_object_names() -> None:
     name = "p" * 253
-    probe = {"metadata": {"name": name, "namespace": "n"}, "spec": {}}
-    rule = build_prometheusrule(probe, MonitoringSettings())
+    probe = {"metadata": {"name": name, "namespace": "n"}, "spec": {"targets": ["a"]}}
+    rule = build_prometheusrule(*parsed(probe), MonitoringSettings())
     assert len(rule["metadata"]["name"]) <= 253
     assert len(rule["metadata"]["labels"]["traceroute.dev/probe"]) <= 63
     assert rule["metadata"]["name"] != prometheusrule_name("p" * 252)

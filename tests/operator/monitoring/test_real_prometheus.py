@@ -36,13 +36,14 @@ from traceroute_operator.pushgateway import (
     push_verdict,
     verdict_exposition,
 )
-from traceroute_operator.results import RunResult, parse_termination_message
+from traceroute_operator.results import RunReport, parse_termination_message
 from traceroute_operator.status import iso
 
 from devcluster.lab import Lab, Topology
 from devcluster.promstack import Prometheus, Pushgateway
 from devcluster.runtime import local_session
 from tests.fixtures.lab import LabFactory
+from tests.operator.probes import parsed
 
 pytestmark = pytest.mark.slow
 
@@ -77,7 +78,7 @@ class ProbeUnderTest:
     last_change: float | None = None
     results: list[Any] = field(default_factory=list)
 
-    def run(self) -> RunResult:
+    def run(self) -> RunReport:
         """One probe run in the lab; then the operator's verdict, pushed."""
         result = self._run_cli(probe_cli())
         (target,) = result.targets
@@ -99,7 +100,7 @@ class ProbeUnderTest:
         )
         return result
 
-    def _run_cli(self, cli: str) -> RunResult:
+    def _run_cli(self, cli: str) -> RunReport:
         log = self.workdir / f"termination-{uuid.uuid4().hex[:6]}"
         log.touch()
         log.chmod(0o666)
@@ -237,7 +238,7 @@ def monitored_probe(
             "expectedHops": probe.expected_hops,
         },
     }
-    rule = build_prometheusrule(spec, MonitoringSettings())
+    rule = build_prometheusrule(*parsed(spec), MonitoringSettings())
     rule_file = workdir / "rules.yaml"
     rule_file.write_text(yaml.safe_dump({"groups": rule["spec"]["groups"]}, sort_keys=False))
     rules_loaded.append(rule_file)

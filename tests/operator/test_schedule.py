@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from traceroute_operator.monitoring.schedule import ScheduleError, max_interval_seconds
+from traceroute_operator.schedule import ScheduleError, max_interval_seconds
 
 MIN = 60
 HOUR = 3600
