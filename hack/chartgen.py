@@ -62,6 +62,9 @@ REPOSITORY = r"^[a-z0-9]+([._-]+[a-z0-9]+)*(/[a-z0-9]+([._-]+[a-z0-9]+)*)*$"
 TAG = r"^$|^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$"
 DIGEST = r"^$|^sha256:[a-f0-9]{64}$"
 URL = r"^$|^https?://[^\s/?#]+(/[^\s]*)?$"
+URL_PREFIX = r"^https?://[^\s/?#@]+(/[^\s?#]*)?$"
+# registry[:port]/path[/], optionally with :tag or @digest (trust.image_matches)
+IMAGE_PREFIX = r"^[A-Za-z0-9][-A-Za-z0-9.]*(:[0-9]{1,5})?(/[a-z0-9._-]+)*/?([:@][A-Za-z0-9_.:-]+)?$"
 
 
 # --- schema building blocks -------------------------------------------------------------------
@@ -172,6 +175,11 @@ def chart_schema() -> dict[str, Any]:
         {
             "enabled": boolean(),
             "url": string(URL),
+            "allowedURLs": {
+                "type": "array",
+                "uniqueItems": True,
+                "items": string(URL_PREFIX),
+            },
             "image": image(tag_required=True),
             "resources": k8s("io.k8s.api.core.v1.ResourceRequirements"),
             "service": obj(
@@ -281,10 +289,24 @@ def chart_schema() -> dict[str, Any]:
                         "annotations": string_map(LABEL_KEY),
                     }
                 ),
-                "rbac": obj({"create": boolean()}),
+                "rbac": obj(
+                    {
+                        "create": boolean(),
+                        "secretNamespaces": {
+                            "type": "array",
+                            "uniqueItems": True,
+                            "items": string(DNS_LABEL),
+                        },
+                    }
+                ),
                 "probe": obj(
                     {
                         "image": image(),
+                        "allowedImages": {
+                            "type": "array",
+                            "uniqueItems": True,
+                            "items": string(IMAGE_PREFIX),
+                        },
                         "imagePullSecrets": {
                             "type": "array",
                             "uniqueItems": True,

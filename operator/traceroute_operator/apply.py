@@ -17,10 +17,12 @@ from .context import OperatorContext
 from .errors import RetryableError
 from .kube import KubeError
 from .naming import cronjob_name
+from .pushgateway_policy import effective_pushgateway
 from .ref import ProbeRef
 from .shared import SharedMonitoring, apply_monitoring_object
 from .spec import ProbeSpec, SpecError
 from .status import ReconcileOutcome, condition, reconciled_status
+from .trust_review import kube_secret_lookup, review_probe
 
 log = logging.getLogger("traceroute_operator")
 
@@ -48,7 +50,15 @@ class ChildApplier:
             metrics.reconciles.labels("invalid").inc()
             self._stalled(body, ref, str(exc), spec=None)
             return
-        desired = desired_objects(ref, spec, self.ctx.config)
+        config = self.ctx.config
+        pushgateway = effective_pushgateway(spec, config)
+        lookup = kube_secret_lookup(self.ctx.kube, ref.namespace)
+        if (refusal := review_probe(spec, pushgateway, config, ref.namespace, lookup)) is not None:
+            # nothing that mounts, pulls or contacts what the rules refuse is ever created
+            metrics.reconciles.labels("invalid").inc()
+            self._stalled(body, ref, str(refusal), spec=spec, reason=refusal.reason)
+            return
+        desired = desired_objects(ref, spec, pushgateway, config)
         try:
             self.ctx.kube.apply(desired.cronjob)
         except KubeError as exc:
@@ -98,14 +108,22 @@ class ChildApplier:
         )
 
     def _stalled(
-        self, body: Mapping[str, Any], ref: ProbeRef, message: str, spec: ProbeSpec | None
+        self,
+        body: Mapping[str, Any],
+        ref: ProbeRef,
+        message: str,
+        spec: ProbeSpec | None,
+        reason: str = "InvalidSpec",
     ) -> None:
         log.warning("%s/%s: %s", ref.namespace, ref.name, message)
-        outcome = ReconcileOutcome(cronjob_name(ref.name), error=message, permanent=True)
+        outcome = ReconcileOutcome(
+            cronjob_name(ref.name), error=message, permanent=True, stall_reason=reason
+        )
         previous = condition(body.get("status") or {}, "Stalled")
         self._write(body, ref, outcome, spec)
         if previous is None or previous.get("message") != message:
-            self.ctx.events.post(ref, "InvalidSpec", message)
+            event = "InvalidSpec" if reason == "InvalidSpec" else "TrustRefused"
+            self.ctx.events.post(ref, event, message)
 
     def _apply_monitoring(self, owned: list[dict[str, Any]]) -> tuple[bool | None, str]:
         """(MonitoringReady, its message); None when nothing is generated at all."""

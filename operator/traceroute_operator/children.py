@@ -20,7 +20,7 @@ from .monitoring import (
     build_pushgateway_servicemonitor,
 )
 from .monitoring.settings import MonitoringSettings
-from .pushgateway_policy import effective_pushgateway
+from .pushgateway_policy import EffectivePushgateway
 from .ref import ProbeRef
 from .spec import ProbeSpec
 
@@ -57,8 +57,10 @@ def shared_objects(settings: MonitoringSettings) -> list[dict[str, Any]]:
     return objects
 
 
-def desired_objects(ref: ProbeRef, spec: ProbeSpec, config: OperatorConfig) -> DesiredObjects:
+def desired_objects(
+    ref: ProbeRef, spec: ProbeSpec, pushgateway: EffectivePushgateway, config: OperatorConfig
+) -> DesiredObjects:
     return DesiredObjects(
-        cronjob=build_cronjob(ref, spec, effective_pushgateway(spec, config), config),
+        cronjob=build_cronjob(ref, spec, pushgateway, config),
         owned_monitoring=owned_monitoring_objects(ref, spec, config.monitoring),
     )

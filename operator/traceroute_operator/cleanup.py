@@ -14,7 +14,7 @@ from .context import OperatorContext
 from .errors import RetryableError
 from .kube import KubeError
 from .naming import cronjob_name
-from .pushgateway import PushgatewayError, delete_groups, operator_endpoint
+from .pushgateway import PushgatewayError, PushgatewayRefusedError, delete_groups, operator_endpoint
 from .pushgateway_policy import effective_pushgateway
 from .ref import ProbeRef
 from .shared import SharedMonitoring
@@ -53,6 +53,13 @@ class Cleanup:
             pushgateway = effective_pushgateway(spec, config)
             endpoint = operator_endpoint(self.ctx.kube, config, ref.namespace, pushgateway)
             delete_groups(endpoint, ref.namespace, ref.name)
+        except PushgatewayRefusedError as exc:
+            # never contact a URL the trust rules refuse, not even to clean up
+            self.ctx.events.post(
+                ref,
+                "PushgatewayCleanupSkipped",
+                f"Pushgateway groups of {ref.namespace}/{ref.name} not deleted: {exc}",
+            )
         except (PushgatewayError, OSError) as exc:
             self.ctx.metrics.errors.labels("pushgateway").inc()
             if not give_up:

@@ -25,6 +25,8 @@ def render(
     """
     # imported here: the builders pull in the dashboard library, `run` does not need it first
     from .children import desired_objects, shared_objects  # noqa: PLC0415
+    from .pushgateway_policy import effective_pushgateway  # noqa: PLC0415
+    from .trust import check_image, check_pushgateway_url  # noqa: PLC0415
 
     objects: list[dict[str, Any]] = []
     probes = 0
@@ -36,7 +38,17 @@ def render(
         ref = ProbeRef.from_body(
             {"metadata": {"namespace": namespace, **(doc.get("metadata") or {})}}
         )
-        desired = desired_objects(ref, ProbeSpec.from_dict(doc.get("spec")), config)
+        spec = ProbeSpec.from_dict(doc.get("spec"))
+        pushgateway = effective_pushgateway(spec, config)
+        # the rules that need no cluster (Secrets are reviewed by the running operator)
+        refusal = check_image(spec.image, config.probe_image, config.probe_image_prefixes)
+        if refusal is None and not pushgateway.is_default:
+            refusal = check_pushgateway_url(
+                pushgateway.url, config.default_pushgateway_url, config.allowed_pushgateway_urls
+            )
+        if refusal is not None:
+            raise SpecError(str(refusal))
+        desired = desired_objects(ref, spec, pushgateway, config)
         objects.append(desired.cronjob)
         objects.extend(desired.owned_monitoring)
         probes += 1

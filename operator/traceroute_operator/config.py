@@ -15,6 +15,7 @@ from typing import Any
 
 from . import __version__
 from .monitoring.settings import MonitoringSettings
+from .trust import image_repository, is_http_url
 
 ENV_PREFIX = "TRACEROUTE_"
 
@@ -66,6 +67,12 @@ class OperatorConfig:
     pushgateway_password_file: str | None = None
     pushgateway_timeout_seconds: float = 5.0
 
+    # Trust rules (trust.py, docs/security.md): what a probe's spec may name besides the
+    # defaults. URL prefixes for spec.pushgateway.url; image prefixes for spec.image (empty:
+    # any tag or digest of the default image's repository).
+    allowed_pushgateway_urls: tuple[str, ...] = ()
+    allowed_probe_images: tuple[str, ...] = ()
+
     # What the operator watches and where it lives.
     watch_namespaces: tuple[str, ...] = ()  # empty: every namespace (ClusterRole)
     operator_namespace: str = "traceroute-system"
@@ -86,6 +93,11 @@ class OperatorConfig:
     @property
     def default_pushgateway_url(self) -> str:
         return self.pushgateway_url or self.monitoring.pushgateway_url
+
+    @property
+    def probe_image_prefixes(self) -> tuple[str, ...]:
+        """Images a spec may name: the admin's list, else the default image's repository."""
+        return self.allowed_probe_images or (image_repository(self.probe_image),)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> OperatorConfig:
@@ -201,6 +213,12 @@ def _list_settings(env: _Env) -> dict[str, Any]:
     if (ca := env.text("PUSHGATEWAY_CA_SECRET")) is not None:
         secret, _, key = ca.partition("/")
         values["pushgateway_ca_secret"] = SecretKeyRef(secret, key or "ca.crt")
+    for key, name in (
+        ("allowed_pushgateway_urls", "ALLOWED_PUSHGATEWAY_URLS"),
+        ("allowed_probe_images", "ALLOWED_PROBE_IMAGES"),
+    ):
+        if (listed := env.text(name)) is not None:
+            values[key] = tuple(dict.fromkeys(n.strip() for n in listed.split(",") if n.strip()))
     if (namespaces := env.text("WATCH_NAMESPACES")) is not None:
         values["watch_namespaces"] = tuple(
             sorted({n.strip() for n in namespaces.split(",") if n.strip()})
@@ -218,6 +236,12 @@ def _check_values(values: Mapping[str, Any]) -> None:
     url = values.get("pushgateway_url")
     if url is not None and not url.startswith(("http://", "https://")):
         raise ConfigError(f"{ENV_PREFIX}PUSHGATEWAY_URL must start with http:// or https://")
+    for prefix in values.get("allowed_pushgateway_urls", ()):
+        if not is_http_url(prefix):
+            raise ConfigError(
+                f"{ENV_PREFIX}ALLOWED_PUSHGATEWAY_URLS: {prefix!r} is not an http(s) URL with a "
+                "host (no user, query or fragment)"
+            )
 
 
 def _replace_operator_namespace(settings: MonitoringSettings, namespace: str) -> MonitoringSettings:
@@ -261,6 +285,16 @@ ENV_REFERENCE: tuple[tuple[str, str, str], ...] = (
     ("TRACEROUTE_PUSHGATEWAY_USERNAME_FILE", "", "basic-auth user file of the operator"),
     ("TRACEROUTE_PUSHGATEWAY_PASSWORD_FILE", "", "basic-auth password file of the operator"),
     ("TRACEROUTE_PUSHGATEWAY_TIMEOUT_SECONDS", "5", "timeout of the operator's pushes/deletes"),
+    (
+        "TRACEROUTE_ALLOWED_PUSHGATEWAY_URLS",
+        "",
+        "comma-separated URL prefixes spec.pushgateway.url may name (empty: only the default)",
+    ),
+    (
+        "TRACEROUTE_ALLOWED_PROBE_IMAGES",
+        "",
+        "comma-separated image prefixes spec.image may name (empty: the default's repository)",
+    ),
     ("TRACEROUTE_WATCH_NAMESPACES", "", "comma-separated namespaces to watch; empty = all"),
     (
         "TRACEROUTE_OPERATOR_NAMESPACE",

@@ -1,4 +1,4 @@
-"""The operator's side of the Pushgateway (contracts.md section 4).
+"""The operator's side of the Pushgateway (docs/contracts.md).
 
 The probe pushes what it measured; the operator pushes its ECMP-aware verdict
 (``traceroute_path_changes_total``, ``traceroute_path_last_change_timestamp_seconds``) to
@@ -22,10 +22,19 @@ from .kube import Kube, KubeError
 from .naming import OPERATOR_JOB, PROBE_JOB
 from .pushgateway_policy import EffectivePushgateway
 from .status import parse_iso
+from .trust import Refusal, SecretLookup, check_pushgateway_url, check_secret
 
 
 class PushgatewayError(RuntimeError):
     pass
+
+
+class PushgatewayRefusedError(PushgatewayError):
+    """The trust rules forbid this request: it was not sent."""
+
+    def __init__(self, refusal: Refusal) -> None:
+        super().__init__(str(refusal))
+        self.refusal = refusal
 
 
 @dataclass(frozen=True)
@@ -131,8 +140,9 @@ def operator_endpoint(
 ) -> PushgatewayEndpoint:
     """How the operator reaches a probe's Pushgateway.
 
-    The default one with the operator's own files; a probe's own one with the Secrets the
-    probe mounts (read from the probe's namespace).
+    The default one with the operator's own files; a probe's own one only when the trust
+    rules allow it (an allowed URL, opted-in Secrets the operator may read), with those
+    Secrets. Raises PushgatewayRefusedError before any request to a URL the rules refuse.
     """
     if pushgateway.is_default:
         return PushgatewayEndpoint(
@@ -142,13 +152,27 @@ def operator_endpoint(
             password=_read_file(config.pushgateway_password_file),
             timeout=config.pushgateway_timeout_seconds,
         )
+    refusal = check_pushgateway_url(
+        pushgateway.url, config.default_pushgateway_url, config.allowed_pushgateway_urls
+    )
+    if refusal is not None:
+        raise PushgatewayRefusedError(refusal)
     ca, auth = pushgateway.tls_ca, pushgateway.basic_auth
     try:
-        ca_pem = _secret_value(kube, namespace, ca.secret_name, ca.key) if ca else None
+        ca_pem = None
+        if ca is not None:
+            (ca_pem,) = _opted_in_values(
+                kube, namespace, "spec.pushgateway.tlsCA", ca.secret_name, (ca.key,)
+            )
         username = password = None
         if auth is not None:
-            username = _secret_value(kube, namespace, auth.secret_name, auth.username_key)
-            password = _secret_value(kube, namespace, auth.secret_name, auth.password_key)
+            username, password = _opted_in_values(
+                kube,
+                namespace,
+                "spec.pushgateway.basicAuth",
+                auth.secret_name,
+                (auth.username_key, auth.password_key),
+            )
     except KubeError as exc:
         raise PushgatewayError(f"reading the Pushgateway secrets: {exc}") from exc
     return PushgatewayEndpoint(
@@ -163,11 +187,19 @@ def _read_file(path: str | None, strip: bool = True) -> str | None:
         return f.read().strip() if strip else f.read()
 
 
-def _secret_value(kube: Kube, namespace: str, secret: str, key: str) -> str:
-    obj = kube.get("v1", "secrets", namespace, secret)
-    if obj is None:
-        raise PushgatewayError(f"Secret {namespace}/{secret} not found")
-    raw = (obj.get("data") or {}).get(key)
-    if raw is None:
-        raise PushgatewayError(f"Secret {namespace}/{secret} has no key {key!r}")
-    return base64.b64decode(raw).decode()
+def _opted_in_values(
+    kube: Kube, namespace: str, field: str, name: str, keys: tuple[str, ...]
+) -> list[str]:
+    """The values of ``keys`` of a Secret the trust rules let the operator use."""
+    try:
+        obj = kube.get("v1", "secrets", namespace, name)
+    except KubeError as exc:
+        if not exc.forbidden:
+            raise
+        obj, lookup = None, SecretLookup(found=False, forbidden=True)
+    else:
+        lookup = SecretLookup.from_object(obj)
+    if (refusal := check_secret(field, namespace, name, keys, lookup)) is not None:
+        raise PushgatewayRefusedError(refusal)
+    data = (obj or {}).get("data") or {}
+    return [base64.b64decode(data[key]).decode() for key in keys]

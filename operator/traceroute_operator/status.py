@@ -89,6 +89,7 @@ class ReconcileOutcome:
     suspended: bool = False
     error: str | None = None  # None: the CronJob is in place for this generation
     permanent: bool = False  # the error needs a spec change (Stalled), else it is retried
+    stall_reason: str = "InvalidSpec"  # Stalled's reason: the rule that refused the spec
     monitoring_ok: bool | None = None  # None: nothing to generate
     monitoring_message: str = ""
 
@@ -120,10 +121,11 @@ def reconciled_status(
     elif outcome.permanent:
         # the spec was acted on as far as it can be: observedGeneration says "seen"
         status["observedGeneration"] = generation
+        reason = outcome.stall_reason
         kstatus = (
-            ("False", "InvalidSpec", outcome.error),
-            ("False", "InvalidSpec", ""),
-            ("True", "InvalidSpec", outcome.error),
+            ("False", reason, outcome.error),
+            ("False", reason, ""),
+            ("True", reason, outcome.error),
         )
     else:
         kstatus = (

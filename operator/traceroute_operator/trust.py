@@ -70,6 +70,11 @@ def _endpoint(url: str) -> _Endpoint | None:
     )
 
 
+def is_http_url(url: str) -> bool:
+    """An http(s) URL with a host, a valid port and no user, query or fragment."""
+    return _endpoint(url) is not None
+
+
 def url_matches(url: str, prefix: str) -> bool:
     """``url`` is ``prefix`` or below it: same scheme, host and port, path on a ``/`` boundary.
 

@@ -229,7 +229,8 @@ def test_cluster_rbac_by_default() -> None:
     assert ("batch", "cronjobs", "create") in rules
     assert ("traceroute.dev", "tracerouteprobes/status", "patch") in rules
     assert ("", "pods", "watch") in rules and ("", "pods", "delete") not in rules
-    assert {verb for _, resource, verb in rules if resource == "secrets"} == {"get"}
+    # no cluster-wide right to read Secrets (docs/security.md)
+    assert not [rule for rule in rules if rule[1] == "secrets"]
     assert not any(verb in ("*", "escalate", "bind", "impersonate") for *_, verb in rules)
     binding = one(docs, "ClusterRoleBinding")
     assert binding["subjects"] == [
@@ -392,3 +393,36 @@ def test_kube_version_constraint(kube_version: str, accepted: bool) -> None:
     assert (result.returncode == 0) == accepted, result.stderr
     if not accepted:
         assert "kubeVersion" in result.stderr or "incompatible" in result.stderr
+
+
+def test_secrets_are_readable_only_in_the_listed_namespaces() -> None:
+    assert not [d for d in render() if d["kind"] == "Role" and "secrets" in str(d["rules"])]
+    docs = render(set_values={"rbac.secretNamespaces": "{team-a,team-b}"})
+    roles = [d for d in docs if d["kind"] == "Role" and d["metadata"]["name"].endswith("-secrets")]
+    assert sorted(r["metadata"]["namespace"] for r in roles) == ["team-a", "team-b"]
+    for role in roles:
+        assert _rules(role) == {("", "secrets", "get")}
+    bindings = [
+        d for d in docs if d["kind"] == "RoleBinding" and d["metadata"]["name"].endswith("-secrets")
+    ]
+    assert sorted(b["metadata"]["namespace"] for b in bindings) == ["team-a", "team-b"]
+    for binding in bindings:
+        assert binding["roleRef"]["name"] == roles[0]["metadata"]["name"]
+        assert binding["subjects"][0]["namespace"] == RELEASE_NAMESPACE
+    assert not [r for r in _rules(one(docs, "ClusterRole")) if r[1] == "secrets"]
+
+
+def test_trust_allowlists_reach_the_operator() -> None:
+    docs = render(
+        set_values={
+            "pushgateway.allowedURLs": "{https://pgw.monitoring.svc:9091}",
+            "probe.allowedImages": "{registry.example/probes/,registry.example/x}",
+        }
+    )
+    env = operator_environment(docs, RELEASE_NAMESPACE)
+    assert env["TRACEROUTE_ALLOWED_PUSHGATEWAY_URLS"] == "https://pgw.monitoring.svc:9091"
+    assert env["TRACEROUTE_ALLOWED_PROBE_IMAGES"] == "registry.example/probes/,registry.example/x"
+    assert OperatorConfig.from_env(env).allowed_probe_images == (
+        "registry.example/probes/",
+        "registry.example/x",
+    )

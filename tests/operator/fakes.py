@@ -118,6 +118,7 @@ class FakeKube(Kube):
 class RecordingPushgateway:
     url: str
     requests: list[tuple[str, str, str]] = field(default_factory=list)  # method, path, body
+    authorization: list[str | None] = field(default_factory=list)  # per request
     status: int = 200
 
 
@@ -131,6 +132,7 @@ def recording_pushgateway() -> Iterator[RecordingPushgateway]:
             length = int(self.headers.get("Content-Length") or 0)
             body = self.rfile.read(length).decode() if length else ""
             state.requests.append((self.command, self.path, body))
+            state.authorization.append(self.headers.get("Authorization"))
             self.send_response(state.status)
             self.send_header("Content-Length", "0")
             self.end_headers()

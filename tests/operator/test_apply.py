@@ -12,8 +12,10 @@ from traceroute_operator.context import OperatorContext
 from traceroute_operator.errors import RetryableError
 from traceroute_operator.metrics import OperatorMetrics
 from traceroute_operator.monitoring import MonitoringSettings
+from traceroute_operator.pushgateway_policy import effective_pushgateway
 from traceroute_operator.shared import SharedMonitoring
 from traceroute_operator.status import condition
+from traceroute_operator.trust import SECRET_OPT_IN_LABEL
 
 from tests.operator.fakes import Clock, FakeKube, event_reasons, probe_body, sample
 from tests.operator.probes import parsed
@@ -37,7 +39,8 @@ def test_applies_what_the_builders_make_and_reports_ready() -> None:
     body = kube.put(probe_body(spec={"targets": ["10.0.9.9"], "suspend": True}))
     verb = applier(kube)
     verb.reconcile(body)
-    desired = desired_objects(*parsed(body), CONFIG)
+    ref, spec = parsed(body)
+    desired = desired_objects(ref, spec, effective_pushgateway(spec, CONFIG), CONFIG)
     cronjob = kube.stored("cronjobs", "net", "trp-edge")
     assert cronjob is not None
     assert cronjob["spec"] == desired.cronjob["spec"]
@@ -131,3 +134,95 @@ def test_a_conflicting_writer_is_read_again_not_overwritten() -> None:
     applier(kube).reconcile(body)
     assert condition(stored_status(kube), "Ready") is not None
     assert len(kube.calls_of("replace_status")) == 3
+
+
+def _secret(kube: FakeKube, name: str, labels: dict[str, str] | None) -> None:
+    meta = {"name": name, "namespace": "net", "labels": labels or {}}
+    data = {"username": "YQ==", "password": "Yg==", "ca.crt": "Yw=="}
+    kube.put({"apiVersion": "v1", "kind": "Secret", "metadata": meta, "data": data})
+
+
+OPTED_IN = {SECRET_OPT_IN_LABEL: "true"}
+OWN_URL = "https://pgw.team.example:9091"
+
+
+@pytest.mark.parametrize(
+    ("spec", "secrets", "forbidden", "reason"),
+    [
+        ({"image": "attacker.example/x:1"}, {}, False, "ProbeImageNotAllowed"),
+        (
+            {"pushgateway": {"url": "http://attacker.example"}},
+            {},
+            False,
+            "PushgatewayURLNotAllowed",
+        ),
+        (
+            {"pushgateway": {"basicAuth": {"secretName": "db"}}},
+            {"db": None},
+            False,
+            "SecretNotOptedIn",
+        ),
+        (
+            {"pushgateway": {"url": OWN_URL, "tlsCA": {"secretName": "db"}}},
+            {"db": None},
+            False,
+            "SecretNotOptedIn",
+        ),
+        ({"pushgateway": {"basicAuth": {"secretName": "gone"}}}, {}, False, "SecretNotFound"),
+        (
+            {"pushgateway": {"basicAuth": {"secretName": "pgw"}}},
+            {"pgw": OPTED_IN},
+            True,
+            "SecretNotReadable",
+        ),
+    ],
+)
+def test_a_spec_the_trust_rules_refuse_stalls_naming_the_rule_and_builds_nothing(
+    spec: dict[str, Any],
+    secrets: dict[str, dict[str, str] | None],
+    forbidden: bool,
+    reason: str,
+) -> None:
+    kube = FakeKube()
+    for name, labels in secrets.items():
+        _secret(kube, name, labels)
+    if forbidden:
+        kube.fail("get", "secrets", 403, 'secrets "pgw" is forbidden')
+    body = kube.put(probe_body(spec={"targets": ["10.0.9.9"], **spec}))
+    config = OperatorConfig(
+        probe_image="registry.example/probe:1", allowed_pushgateway_urls=(OWN_URL,)
+    )
+    verb = applier(kube, config)
+    verb.reconcile(body)
+    stalled = condition(stored_status(kube), "Stalled")
+    assert stalled is not None
+    assert (stalled["status"], stalled["reason"]) == ("True", reason)
+    assert f"rule {reason}" in stalled["message"]
+    assert kube.calls_of("apply") == []  # no CronJob mounting or pulling what was refused
+    assert event_reasons(kube) == ["TrustRefused"]
+
+
+def test_opted_in_secrets_an_allowed_url_and_image_are_used() -> None:
+    kube = FakeKube()
+    _secret(kube, "pgw", OPTED_IN)
+    own = {
+        "url": OWN_URL,
+        "basicAuth": {"secretName": "pgw"},
+        "tlsCA": {"secretName": "pgw"},
+    }
+    body = kube.put(
+        probe_body(
+            spec={"targets": ["10.0.9.9"], "image": "registry.example/probe:2", "pushgateway": own}
+        )
+    )
+    config = OperatorConfig(
+        probe_image="registry.example/probe:1", allowed_pushgateway_urls=(OWN_URL,)
+    )
+    applier(kube, config).reconcile(body)
+    ready = condition(stored_status(kube), "Ready")
+    assert ready is not None and ready["status"] == "True"
+    cronjob = kube.stored("cronjobs", "net", "trp-edge")
+    assert cronjob is not None
+    pod = cronjob["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    assert pod["containers"][0]["image"] == "registry.example/probe:2"
+    assert {v["secret"]["secretName"] for v in pod["volumes"] if "secret" in v} == {"pgw"}
