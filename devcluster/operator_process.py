@@ -84,8 +84,11 @@ class OperatorProcess:
         pushgateway_url: str,
         log_dir: Path,
         env: Mapping[str, str] | None = None,
+        secret_namespaces: Sequence[str] = (),
     ) -> None:
         self.control_plane = control_plane
+        # where the chart's rbac.secretNamespaces would let it read Secrets
+        self.secret_namespaces = list(secret_namespaces)
         self.kube = kube
         self.namespaces = list(namespaces)
         self.operator_namespace = operator_namespace
@@ -104,6 +107,8 @@ class OperatorProcess:
         install_cluster_roles(self.kube)
         for namespace in self.namespaces:
             bind(self.kube, namespace, "traceroute-operator-probes", self.operator_namespace)
+        for namespace in self.secret_namespaces:
+            bind(self.kube, namespace, "traceroute-operator-secrets", self.operator_namespace)
         for role in ("traceroute-operator-servicemonitors", "traceroute-operator-dashboards"):
             bind(self.kube, self.operator_namespace, role, self.operator_namespace)
         return self.control_plane.service_account_kubeconfig(
