@@ -19,9 +19,10 @@ from collections.abc import Sequence
 from typing import NoReturn
 
 from . import __version__
-from .engine import PROTOCOLS, TargetSpec, WaveOptions, run_wave
+from .options import PROTOCOLS, TargetSpec, WaveOptions
 from .result import RunResult, TargetError, TargetResult, termination_message
 from .table import render
+from .wave import run_wave
 
 EXIT_OK = 0
 EXIT_UNREACHABLE = 1

@@ -2,7 +2,7 @@
 
 Every parser here takes untrusted bytes from the network and returns either a typed
 value or ``None``; none of them raises on malformed input (the fuzz tests hold them to
-that). Matching a reply to a probe happens in the engine; these functions only decode.
+that). Matching a reply to a probe happens in the transports; these functions only decode.
 """
 
 from __future__ import annotations
