@@ -72,17 +72,25 @@ class TcpRawTransport:
 
     def match(self, reply: packets.Reply, rx_ns: int) -> list[Event]:
         if isinstance(reply, TcpReply):
-            route = self.routes.get((reply.responder, reply.dport))
-            if route is None or reply.sport != self.dst_port:
-                return []
-            if not reply.flags & (packets.TCP_RST | packets.TCP_SYN):
-                return []
-            seq = (reply.ack - 1) & 0xFFFFFFFF
-            if seq >> 16 != self.ids.tcp_nonce:
-                return []
-            return self.ids.answer(*route, seq & 0xFFFF, rx_ns, reply)
-        if not isinstance(reply, IcmpError):
+            return self._match_answer(reply, rx_ns)
+        if isinstance(reply, IcmpError):
+            return self._match_error(reply, rx_ns)
+        return []
+
+    def _match_answer(self, reply: TcpReply, rx_ns: int) -> list[Event]:
+        """The destination's SYN-ACK or RST: it acknowledges our sequence number + 1."""
+        route = self.routes.get((reply.responder, reply.dport))
+        if route is None or reply.sport != self.dst_port:
             return []
+        if not reply.flags & (packets.TCP_RST | packets.TCP_SYN):
+            return []
+        seq = (reply.ack - 1) & 0xFFFFFFFF
+        if seq >> 16 != self.ids.tcp_nonce:
+            return []
+        return self.ids.answer(*route, seq & 0xFFFF, rx_ns, reply)
+
+    def _match_error(self, reply: IcmpError, rx_ns: int) -> list[Event]:
+        """An ICMP error quoting one of our SYNs (ports and sequence number)."""
         quote = reply.quote
         if (
             quote.dst is None
