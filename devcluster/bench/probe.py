@@ -33,7 +33,8 @@ RATELIMIT_PAUSE_S = 7.0
 
 _IN_PROCESS = r"""
 import json, resource, sys, time
-from traceroute_probe.engine import TargetSpec, WaveOptions, run_wave
+from traceroute_probe.options import TargetSpec, WaveOptions
+from traceroute_probe.wave import run_wave
 addr = sys.argv[1]
 t0 = time.perf_counter()
 (result,) = run_wave([TargetSpec(addr, addr, 4, "bench/" + addr)], WaveOptions())

@@ -1,5 +1,6 @@
 """``traceroute-probe``: trace targets, print a table or JSON, push metrics, write the
-termination message. Exit codes (highest wins when several apply):
+termination message. Exit codes (``contract.ExitCode``, docs/contracts.md section 1;
+the highest wins when several apply):
 
 0 every target reached (and push ok), 1 a target unreachable, 2 bad arguments,
 3 a target did not resolve, 4 no permission / socket could not be opened (or an
@@ -16,23 +17,21 @@ import socket
 import sys
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import NoReturn
 
 from . import __version__
-from .engine import PROTOCOLS, TargetSpec, WaveOptions, run_wave
+from .contract import MAX_TARGETS, TERMINATION_LOG_PATH, ExitCode, Flag
+from .options import PROTOCOLS, TargetSpec, WaveOptions
 from .result import RunResult, TargetError, TargetResult, termination_message
 from .table import render
+from .wave import run_wave
 
-EXIT_OK = 0
-EXIT_UNREACHABLE = 1
-EXIT_USAGE = 2
-EXIT_RESOLVE = 3
-EXIT_PERMISSION = 4
-EXIT_PUSH = 5
-
-MAX_TARGETS = 64
-DEFAULT_TERMINATION_LOG = "/dev/termination-log"
-_ERROR_EXIT = {"resolve": EXIT_RESOLVE, "permission": EXIT_PERMISSION, "socket": EXIT_PERMISSION}
+_ERROR_EXIT = {
+    "resolve": ExitCode.RESOLVE,
+    "permission": ExitCode.PERMISSION,
+    "socket": ExitCode.PERMISSION,
+}
 PROG = "traceroute-probe"
 
 
@@ -77,14 +76,15 @@ def build_parser() -> argparse.ArgumentParser:
         "4 permission/socket, 5 push failed (the highest applies)",
     )
     p.add_argument("targets", nargs="+", metavar="TARGET", help="host name or address (1..64)")
-    p.add_argument("--protocol", choices=PROTOCOLS, default="icmp")
-    p.add_argument("--port", type=_positive_int(1, 65535), help="udp 33434, tcp 443")
-    p.add_argument("--ip-family", choices=("auto", "4", "6"), default="auto")
-    p.add_argument("--max-hops", type=_positive_int(1, 64), default=30)
-    p.add_argument("--flows", type=_positive_int(1, 16), default=3)
-    p.add_argument("--probes-per-hop", type=_positive_int(1, 10), default=3)
-    p.add_argument("--timeout", type=_positive_float, default=10.0, help="hard deadline, seconds")
-    p.add_argument("--pps", type=_positive_float, default=200.0, help="packets/s for the run")
+    # The flags the operator sets are named by the contract (docs/contracts.md section 2).
+    p.add_argument(Flag.PROTOCOL, choices=PROTOCOLS, default="icmp")
+    p.add_argument(Flag.PORT, type=_positive_int(1, 65535), help="udp 33434, tcp 443")
+    p.add_argument(Flag.IP_FAMILY, choices=("auto", "4", "6"), default="auto")
+    p.add_argument(Flag.MAX_HOPS, type=_positive_int(1, 64), default=30)
+    p.add_argument(Flag.FLOWS, type=_positive_int(1, 16), default=3)
+    p.add_argument(Flag.PROBES_PER_HOP, type=_positive_int(1, 10), default=3)
+    p.add_argument(Flag.TIMEOUT, type=_positive_float, default=10.0, help="hard deadline, seconds")
+    p.add_argument(Flag.PPS, type=_positive_float, default=200.0, help="packets/s for the run")
     p.add_argument("--flow-seed", help="seed of the Paris flows (default: --probe, else target)")
     p.add_argument(
         "--socket",
@@ -93,15 +93,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="raw sockets (CAP_NET_RAW) or ping/datagram sockets (tcp: connect() probes, "
         "one in flight per flow); auto tries raw",
     )
-    p.add_argument("--namespace", default="default")
-    p.add_argument("--probe", help="probe name (Pushgateway grouping key)")
-    p.add_argument("--pushgateway", metavar="URL")
-    p.add_argument("--pushgateway-ca", metavar="FILE")
-    p.add_argument("--pushgateway-username-file", metavar="FILE")
-    p.add_argument("--pushgateway-password-file", metavar="FILE")
-    p.add_argument("--label", action="append", default=[], metavar="KEY=VALUE")
-    p.add_argument("--expected-hops", action="append", default=[], metavar="N|TARGET=N")
-    p.add_argument("--termination-log", metavar="PATH")
+    p.add_argument(Flag.NAMESPACE, default="default")
+    p.add_argument(Flag.PROBE, help="probe name (Pushgateway grouping key)")
+    p.add_argument(Flag.PUSHGATEWAY, metavar="URL")
+    p.add_argument(Flag.PUSHGATEWAY_CA, metavar="FILE")
+    p.add_argument(Flag.PUSHGATEWAY_USERNAME_FILE, metavar="FILE")
+    p.add_argument(Flag.PUSHGATEWAY_PASSWORD_FILE, metavar="FILE")
+    p.add_argument(Flag.LABEL, action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument(Flag.EXPECTED_HOPS, action="append", default=[], metavar="N|TARGET=N")
+    p.add_argument(Flag.TERMINATION_LOG, metavar="PATH")
     p.add_argument("--format", choices=("table", "json"), default="table")
     p.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     return p
@@ -196,21 +196,21 @@ def _is_literal(text: str) -> bool:
     return True
 
 
-def _exit_code(results: Sequence[TargetResult], push_failed: bool) -> int:
-    code = EXIT_OK
+def _exit_code(results: Sequence[TargetResult], push_failed: bool) -> ExitCode:
+    code = ExitCode.OK
     for t in results:
         if t.error is not None:
-            code = max(code, _ERROR_EXIT.get(t.error.kind, EXIT_PERMISSION))
+            code = max(code, _ERROR_EXIT.get(t.error.kind, ExitCode.PERMISSION))
         elif not t.reached:
-            code = max(code, EXIT_UNREACHABLE)
+            code = max(code, ExitCode.UNREACHABLE)
     if push_failed:
-        code = max(code, EXIT_PUSH)
+        code = max(code, ExitCode.PUSH)
     return code
 
 
 def _write_termination_log(path: str | None, text: str) -> str | None:
     """Write the message; the default path only if it exists (a kubelet creates it)."""
-    target = path or DEFAULT_TERMINATION_LOG
+    target = path or TERMINATION_LOG_PATH
     if path is None and not os.path.exists(target):
         return None
     if not os.path.isdir(os.path.dirname(os.path.abspath(target)) or "."):
@@ -232,14 +232,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _main(argv)
     except UsageError as err:
         _stderr(f"error: {err}")
-        return EXIT_USAGE
+        return ExitCode.USAGE
     except KeyboardInterrupt:
         _stderr("interrupted")
         return 130
 
 
-def _main(argv: Sequence[str] | None) -> int:
-    args = build_parser().parse_args(argv)
+@dataclass(frozen=True)
+class _Credentials:
+    username: str | None
+    password: str | None
+
+
+def _checked_targets(args: argparse.Namespace) -> list[str]:
     targets: list[str] = list(dict.fromkeys(args.targets))
     if len(targets) > MAX_TARGETS:
         raise UsageError(f"at most {MAX_TARGETS} targets, got {len(targets)}")
@@ -247,8 +252,10 @@ def _main(argv: Sequence[str] | None) -> int:
         raise UsageError("--port applies to udp and tcp only")
     if args.pushgateway and not args.probe:
         raise UsageError("--pushgateway needs --probe (the grouping key)")
-    labels = _parse_labels(args.label)
-    expected = _parse_expected(args.expected_hops, targets)
+    return targets
+
+
+def _credentials(args: argparse.Namespace) -> _Credentials:
     username = password = None
     if args.pushgateway_username_file:
         username = _read_secret(args.pushgateway_username_file, "username file")
@@ -256,12 +263,15 @@ def _main(argv: Sequence[str] | None) -> int:
         password = _read_secret(args.pushgateway_password_file, "password file")
     if args.pushgateway_ca and not os.path.isfile(args.pushgateway_ca):
         raise UsageError(f"--pushgateway-ca {args.pushgateway_ca}: no such file")
+    return _Credentials(username, password)
 
-    started = time.time()
-    t0 = time.monotonic()
+
+def _specs(
+    args: argparse.Namespace, targets: Sequence[str], expected: dict[str, int]
+) -> list[TargetSpec]:
     resolved = _resolve_all(targets, args.ip_family)
     seed_base = args.flow_seed or args.probe or ""
-    specs = [
+    return [
         TargetSpec(
             name=name,
             address=address,
@@ -272,7 +282,10 @@ def _main(argv: Sequence[str] | None) -> int:
         )
         for name, (address, family, error) in zip(targets, resolved, strict=True)
     ]
-    options = WaveOptions(
+
+
+def _options(args: argparse.Namespace) -> WaveOptions:
+    return WaveOptions(
         protocol=args.protocol,
         port=args.port,  # None: WaveOptions.dst_port picks the protocol's default
         max_hops=args.max_hops,
@@ -282,53 +295,57 @@ def _main(argv: Sequence[str] | None) -> int:
         pps=args.pps,
         socket_mode=args.socket,
     )
+
+
+def _trace(specs: Sequence[TargetSpec], options: WaveOptions) -> list[TargetResult]:
     try:
-        results = run_wave(specs, options)
+        return run_wave(specs, options)
     except Exception as err:  # a bug must still yield a result and a clear line
-        results = [
+        return [
             TargetResult(
                 target=s.name,
                 address=s.address,
                 family=s.family,
-                protocol=args.protocol,
+                protocol=options.protocol,
                 error=s.error or TargetError("internal", f"{type(err).__name__}: {err}"),
                 expected_hops=s.expected_hops,
             )
             for s in specs
         ]
-    run = RunResult(started=started, duration_seconds=time.monotonic() - t0, targets=results)
-    for t in results:
-        if t.error is not None:
-            run.errors.append(f"{t.target}: {t.error.kind}: {t.error.message}")
 
-    push_failed = False
-    if args.pushgateway:
-        from .metrics import (  # noqa: PLC0415 (prometheus_client costs startup time)
-            PushError,
-            PushSettings,
-            build_registry,
-            push,
-        )
 
-        settings = PushSettings(
-            url=args.pushgateway,
-            namespace=args.namespace,
-            probe=args.probe,
-            ca_file=args.pushgateway_ca,
-            username=username,
-            password=password,
-        )
-        try:
-            push(build_registry(run, labels), settings)
-        except PushError as err:
-            push_failed = True
-            run.errors.append(f"push: {err}")
-    run.exit_code = _exit_code(results, push_failed)
-    run.duration_seconds = time.monotonic() - t0
+def _push(
+    run: RunResult, args: argparse.Namespace, labels: dict[str, str], credentials: _Credentials
+) -> bool:
+    """PUT the run's metrics; False (and the reason in ``run.errors``) if it failed."""
+    from .metrics import (  # noqa: PLC0415 (prometheus_client costs startup time)
+        PushError,
+        PushSettings,
+        build_registry,
+        push,
+    )
 
+    settings = PushSettings(
+        url=args.pushgateway,
+        namespace=args.namespace,
+        probe=args.probe,
+        ca_file=args.pushgateway_ca,
+        username=credentials.username,
+        password=credentials.password,
+    )
+    try:
+        push(build_registry(run, labels), settings)
+    except PushError as err:
+        run.errors.append(f"push: {err}")
+        return False
+    return True
+
+
+def _report(args: argparse.Namespace, run: RunResult) -> None:
+    """Termination message, stdout (table or JSON), stderr lines."""
     problem = _write_termination_log(args.termination_log, termination_message(run))
     if args.format == "json":
-        docs = [t.to_json() for t in results]
+        docs = [t.to_json() for t in run.targets]
         print(json.dumps(docs[0] if len(docs) == 1 else docs, indent=2))
     else:
         print(render(run))
@@ -338,6 +355,26 @@ def _main(argv: Sequence[str] | None) -> int:
         _stderr(problem)
     if args.format == "table" and not sys.stderr.isatty():
         print(_log_line(run), file=sys.stderr, flush=True)
+
+
+def _main(argv: Sequence[str] | None) -> int:
+    args = build_parser().parse_args(argv)
+    targets = _checked_targets(args)
+    labels = _parse_labels(args.label)
+    expected = _parse_expected(args.expected_hops, targets)
+    credentials = _credentials(args)
+
+    started = time.time()
+    t0 = time.monotonic()
+    results = _trace(_specs(args, targets, expected), _options(args))
+    run = RunResult(started=started, duration_seconds=time.monotonic() - t0, targets=results)
+    run.errors.extend(
+        f"{t.target}: {t.error.kind}: {t.error.message}" for t in results if t.error is not None
+    )
+    push_failed = bool(args.pushgateway) and not _push(run, args, labels, credentials)
+    run.exit_code = int(_exit_code(results, push_failed))
+    run.duration_seconds = time.monotonic() - t0
+    _report(args, run)
     return run.exit_code
 
 
@@ -346,7 +383,7 @@ def _log_line(run: RunResult) -> str:
     return json.dumps(
         {
             "ts": round(run.started, 3),
-            "level": "info" if run.exit_code == EXIT_OK else "error",
+            "level": "info" if run.exit_code == ExitCode.OK else "error",
             "msg": "traceroute run finished",
             "code": run.exit_code,
             "duration_seconds": round(run.duration_seconds, 3),

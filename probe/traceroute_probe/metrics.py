@@ -3,7 +3,9 @@
 Series are bounded: per target, per TTL (1..hop count) and per flow; hop identity lives
 in ``traceroute_hop_info`` and path edges in ``traceroute_edge_info`` so that numeric
 series keep their label sets when an address changes. A PUT replaces the whole group
-(``job/traceroute/namespace/<ns>/probe/<name>``), so hops that vanished vanish.
+(``job/traceroute/namespace/<ns>/probe/<name>``), so hops that vanished vanish. The group
+and the reserved label names are part of the operator contract (docs/contracts.md
+section 4).
 """
 
 from __future__ import annotations
@@ -19,9 +21,11 @@ from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Gauge, push_to_gateway
 
+from . import contract
+from .contract import GROUPING_LABELS, PUSHGATEWAY_JOB
 from .result import RunResult, TargetResult, rtt_stats_ms
 
-JOB = "traceroute"
+JOB = PUSHGATEWAY_JOB
 
 # name -> (labels besides the --label ones, help)
 _FAMILIES: dict[str, tuple[tuple[str, ...], str]] = {
@@ -82,9 +86,9 @@ _FAMILIES: dict[str, tuple[tuple[str, ...], str]] = {
 
 METRIC_FAMILIES: tuple[str, ...] = tuple(_FAMILIES)
 
-RESERVED_LABELS = frozenset(
-    {"job", "instance", "namespace", "probe", "target", "flow", "ttl", "ip", "from", "to", "kind"}
-)
+# Still importable from here (the operator's spec and the CRD tests do): the contract's.
+RESERVED_LABELS = contract.RESERVED_LABELS
+
 _LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
 
 
@@ -206,7 +210,8 @@ def _handler(settings: PushSettings) -> Handler:
 
 def push(registry: CollectorRegistry, settings: PushSettings) -> None:
     """PUT the registry as the probe's group; retries with backoff, then PushError."""
-    grouping = {"namespace": settings.namespace, "probe": settings.probe}
+    namespace_label, probe_label = GROUPING_LABELS
+    grouping = {namespace_label: settings.namespace, probe_label: settings.probe}
     delay = settings.backoff
     last = "no attempt"
     # Built once (the SSL context reads the CA file), inside the try so that a failure

@@ -2,7 +2,7 @@
 
 Every parser here takes untrusted bytes from the network and returns either a typed
 value or ``None``; none of them raises on malformed input (the fuzz tests hold them to
-that). Matching a reply to a probe happens in the engine; these functions only decode.
+that). Matching a reply to a probe happens in the transports; these functions only decode.
 """
 
 from __future__ import annotations
@@ -40,6 +40,7 @@ ICMP6_ERROR_TYPES = frozenset(
 _IPV6_EXTENSION_HEADERS = frozenset({0, 43, 60, 135, 139, 140})
 _IPV6_FRAGMENT = 44
 _IPV6_AH = 51
+_IPV6_CHAINED = _IPV6_EXTENSION_HEADERS | {_IPV6_FRAGMENT, _IPV6_AH}
 
 PAYLOAD_MAGIC = b"tR"
 UDP_PAYLOAD_LEN = 8  # magic(2) + run token(4) + sequence(2)
@@ -254,28 +255,30 @@ def parse_ipv6_header(packet: bytes) -> tuple[int, str, str, bytes] | None:
     src, dst = _ip6(packet[8:24]), _ip6(packet[24:40])
     offset = 40
     for _ in range(8):  # bounded: hostile chains must not loop
-        if next_header in _IPV6_EXTENSION_HEADERS:
-            if len(packet) < offset + 2:
-                return None
-            following, length = packet[offset], (packet[offset + 1] + 1) * 8
-        elif next_header == _IPV6_FRAGMENT:
-            if len(packet) < offset + 8:
-                return None
-            # Only the first fragment carries the transport header.
-            if struct.unpack_from("!H", packet, offset + 2)[0] & 0xFFF8:
-                return None
-            following, length = packet[offset], 8
-        elif next_header == _IPV6_AH:
-            if len(packet) < offset + 2:
-                return None
-            following, length = packet[offset], (packet[offset + 1] + 2) * 4
-        else:
+        if next_header not in _IPV6_CHAINED:
             return next_header, src, dst, packet[offset:]
-        next_header = following
+        step = _ipv6_extension(next_header, packet, offset)
+        if step is None:
+            return None
+        next_header, length = step
         offset += length
         if offset > len(packet):
             return None
     return None
+
+
+def _ipv6_extension(header: int, packet: bytes, offset: int) -> tuple[int, int] | None:
+    """(next header, length) of the extension header at ``offset``, or None when it is
+    cut off or a later fragment (only the first fragment carries the transport header)."""
+    if header == _IPV6_FRAGMENT:
+        if len(packet) < offset + 8 or struct.unpack_from("!H", packet, offset + 2)[0] & 0xFFF8:
+            return None
+        return packet[offset], 8
+    if len(packet) < offset + 2:
+        return None
+    if header == _IPV6_AH:
+        return packet[offset], (packet[offset + 1] + 2) * 4
+    return packet[offset], (packet[offset + 1] + 1) * 8
 
 
 def _transport_quote(protocol: int, src: str | None, dst: str | None, data: bytes) -> QuotedProbe:

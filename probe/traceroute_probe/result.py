@@ -10,8 +10,14 @@ import zlib
 from dataclasses import dataclass, field
 from typing import Any
 
-TERMINATION_MESSAGE_LIMIT = 4096
-_ERROR_TEXT_LIMIT = 200
+from .contract import (
+    ERROR_TEXT_LIMIT,
+    MAX_ERRORS,
+    RESULT_FORMAT_VERSION,
+    TERMINATION_MESSAGE_LIMIT,
+    MessageKey,
+    TargetKey,
+)
 
 
 def rtt_stats_ms(rtts_ms: list[float]) -> tuple[float, float, float, float] | None:
@@ -208,11 +214,11 @@ def _stats_json(rtts: list[float]) -> dict[str, float] | None:
 
 
 def _short(text: str) -> str:
-    return text if len(text) <= _ERROR_TEXT_LIMIT else text[: _ERROR_TEXT_LIMIT - 3] + "..."
+    return text if len(text) <= ERROR_TEXT_LIMIT else text[: ERROR_TEXT_LIMIT - 3] + "..."
 
 
 def termination_message(run: RunResult) -> str:
-    """The compact result (contracts.md section 3), degraded to stay within
+    """The compact result (docs/contracts.md section 3), degraded to stay within
     ``TERMINATION_MESSAGE_LIMIT`` bytes.
 
     Degradation order: drop ``rtt``; null ``p`` from the last target backwards; drop the
@@ -221,25 +227,25 @@ def termination_message(run: RunResult) -> str:
     entries: list[dict[str, Any]] = []
     for t in run.targets:
         entry: dict[str, Any] = {
-            "n": t.target,
-            "a": t.address,
-            "r": t.reached,
-            "h": t.hop_count,
-            "p": t.path(),
-            "l": round(t.destination_loss_ratio, 4),
-            "rtt": _round(t.destination_rtt_ms),
+            TargetKey.NAME: t.target,
+            TargetKey.ADDRESS: t.address,
+            TargetKey.REACHED: t.reached,
+            TargetKey.HOPS: t.hop_count,
+            TargetKey.PATH: t.path(),
+            TargetKey.LOSS: round(t.destination_loss_ratio, 4),
+            TargetKey.RTT: _round(t.destination_rtt_ms),
         }
         if t.error is not None:
-            entry["e"] = _short(f"{t.error.kind}: {t.error.message}")
+            entry[TargetKey.ERROR] = _short(f"{t.error.kind}: {t.error.message}")
         entries.append(entry)
     doc: dict[str, Any] = {
-        "v": 1,
-        "ts": round(run.started, 3),
-        "dur": round(run.duration_seconds, 3),
-        "code": run.exit_code,
-        "err": [_short(e) for e in run.errors][:8],
-        "t": entries,
-        "trunc": False,
+        MessageKey.VERSION: RESULT_FORMAT_VERSION,
+        MessageKey.TIMESTAMP: round(run.started, 3),
+        MessageKey.DURATION: round(run.duration_seconds, 3),
+        MessageKey.EXIT_CODE: run.exit_code,
+        MessageKey.ERRORS: [_short(e) for e in run.errors][:MAX_ERRORS],
+        MessageKey.TARGETS: entries,
+        MessageKey.TRUNCATED: False,
     }
 
     def encoded() -> str:
@@ -249,23 +255,23 @@ def termination_message(run: RunResult) -> str:
     if len(text) <= TERMINATION_MESSAGE_LIMIT:
         return text
     for entry in entries:
-        entry.pop("rtt", None)
-    doc["trunc"] = True
+        entry.pop(TargetKey.RTT, None)
+    doc[MessageKey.TRUNCATED] = True
     text = encoded()
     for entry in reversed(entries):
         if len(text) <= TERMINATION_MESSAGE_LIMIT:
             return text
-        entry["p"] = None
+        entry[TargetKey.PATH] = None
         text = encoded()
     for entry in entries:
         if len(text) <= TERMINATION_MESSAGE_LIMIT:
             return text
-        entry.pop("e", None)
+        entry.pop(TargetKey.ERROR, None)
         text = encoded()
     while len(text) > TERMINATION_MESSAGE_LIMIT and entries:
         entries.pop()
         text = encoded()
     if len(text) > TERMINATION_MESSAGE_LIMIT:
-        doc["err"] = []
+        doc[MessageKey.ERRORS] = []
         text = encoded()
     return text

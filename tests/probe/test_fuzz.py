@@ -7,8 +7,15 @@ import struct
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from traceroute_probe import packets
-from traceroute_probe.engine import TargetSpec, WaveOptions, _Probe, _Wave
+from traceroute_probe.events import Event, ProbeId
+from traceroute_probe.flows import derive_flows
+from traceroute_probe.options import WaveOptions
+from traceroute_probe.schedule import Probe, Schedule, TargetPlan
 from traceroute_probe.sockets import Received
+from traceroute_probe.transports import Destination, Endpoint, RunIdentity
+from traceroute_probe.transports.icmp_ping import PingMatcher
+from traceroute_probe.transports.icmp_raw import IcmpRawTransport
+from traceroute_probe.transports.tcp_raw import TcpRawTransport
 
 from .test_packets import _ipv4_header
 
@@ -48,34 +55,70 @@ def test_ipv6_extension_chains_are_bounded(
     packets.parse_icmp6_message(struct.pack("!BBHI", 3, 0, 0, 0) + header + body, "fd00::1")
 
 
-def _wave_with_sent_probes(protocol: str = "icmp") -> tuple[_Wave, list[_Probe]]:
-    """A wave whose probes were 'sent' (no sockets: matching only)."""
-    wave = _Wave([TargetSpec(TARGET, TARGET, 4, "fuzz")], WaveOptions(protocol=protocol))
-    target = wave.targets[0]
-    for f in target.flows:
-        wave.routes[("icmp", TARGET, f.icmp_id)] = (target, f.index)
-        wave.routes[("tcp", TARGET, f.src_port)] = (target, f.index)
-    sent: list[_Probe] = []
-    for ttl in range(1, 6):
-        for flow in range(len(target.flows)):
-            probe = _Probe(target, flow, ttl, 0, awaited=True, sent_ns=1)
-            target.cell(flow, ttl).probes[0] = probe
-            wave.outstanding[(0, flow, ttl, 0)] = probe
-            sent.append(probe)
-    return wave, sent
+class _SentWave:
+    """A schedule whose probes were 'sent' (TTL 1..5, first attempt of every flow, at
+    1 ns) and the matchers of every transport for its target (no sockets: matching only)."""
+
+    def __init__(self) -> None:
+        opts = WaveOptions(protocol="icmp", max_hops=5, probes_per_hop=1)
+        self.ids = RunIdentity.new()
+        self.flows = derive_flows("fuzz", opts.flows, opts.dst_port)
+        self.schedule = Schedule([TargetPlan(TARGET, 4, len(self.flows))], opts, start_ns=0)
+        wire = _Wire()
+        assert self.schedule.step(lambda: 1, wire) is not None
+        assert len(wire.sent) == 5 * len(self.flows)
+        destination = Destination(0, TARGET, 4)
+        self.icmp_raw = IcmpRawTransport(self.ids, _NoWatcher())
+        self.tcp_raw = TcpRawTransport(self.ids, _NoWatcher(), opts.dst_port)
+        for f in self.flows:
+            self.icmp_raw.routes[(TARGET, f.icmp_id)] = (0, f.index)
+            self.tcp_raw.routes[(TARGET, f.src_port)] = (0, f.index)
+        self.ping = PingMatcher(destination, self.flows[0], self.ids)
+
+    @property
+    def sent(self) -> list[Probe]:
+        cells = self.schedule.targets[0].cells.values()
+        return [p for cell in cells for p in cell.probes.values()]
+
+    def feed(self, events: list[Event]) -> None:
+        for event in events:
+            self.schedule.on_event(event)
+
+    def shared_reply(self, reply: packets.Reply, rx_ns: int) -> None:
+        self.feed(self.icmp_raw.match(reply, rx_ns))
+        self.feed(self.tcp_raw.match(reply, rx_ns))
+
+
+class _Wire:
+    def __init__(self) -> None:
+        self.sent: list[ProbeId] = []
+
+    def transmit(self, probe: ProbeId) -> int:
+        self.sent.append(probe)
+        return 1
+
+    def release(self, probe: ProbeId) -> None:
+        raise AssertionError("no connect probes here")
+
+
+class _NoWatcher:
+    def watch(self, endpoint: Endpoint, *, writable: bool = False) -> None:
+        raise AssertionError("matching only: no sockets")
+
+    def unwatch(self, endpoint: Endpoint) -> None:
+        raise AssertionError("matching only: no sockets")
 
 
 def _time_exceeded_for(
-    wave: _Wave, flow: int, ttl: int, *, nonce: int | None = None, token: int | None = None
+    wave: _SentWave, flow: int, ttl: int, *, nonce: int | None = None, token: int | None = None
 ) -> bytes:
-    target = wave.targets[0]
-    f = target.flows[flow]
-    seq = packets.encode_sequence(ttl, 0, wave.nonce if nonce is None else nonce)
+    f = wave.flows[flow]
+    seq = packets.encode_sequence(ttl, 0, wave.ids.nonce if nonce is None else nonce)
     echo = packets.build_icmp_echo(
         family=4,
         ident=f.icmp_id,
         sequence=seq,
-        run_token=wave.run_token if token is None else token,
+        run_token=wave.ids.token if token is None else token,
         flow_sum=f.flow_sum,
     )
     inner = _ipv4_header("10.0.0.1", TARGET, 1, len(echo)) + echo
@@ -86,7 +129,7 @@ def _time_exceeded_for(
 @FUZZ
 @given(st.lists(st.binary(max_size=300), max_size=20))
 def test_random_packets_answer_nothing(blobs: list[bytes]) -> None:
-    wave, sent = _wave_with_sent_probes()
+    wave = _SentWave()
     for blob in blobs:
         for reply in (
             packets.parse_icmp4_packet(blob),
@@ -94,11 +137,11 @@ def test_random_packets_answer_nothing(blobs: list[bytes]) -> None:
             packets.parse_tcp4_packet(blob),
         ):
             if reply is not None:
-                wave._on_shared_reply(reply, 2)
-        wave._on_flow_packet(wave.targets[0], 0, Received(blob, [], TARGET, 2, False))
-        wave._on_flow_packet(wave.targets[0], 0, Received(blob, [(0, 11, blob)], None, 2, True))
-    assert not any(p.answered for p in sent)
-    assert wave.targets[0].dest_ttl is None
+                wave.shared_reply(reply, 2)
+        wave.feed(wave.ping.match(Received(blob, [], TARGET, 2, False)))
+        wave.feed(wave.ping.match(Received(blob, [(0, 11, blob)], None, 2, True)))
+    assert not any(p.answered for p in wave.sent)
+    assert wave.schedule.targets[0].dest_ttl is None
 
 
 @FUZZ
@@ -112,20 +155,20 @@ def test_random_packets_answer_nothing(blobs: list[bytes]) -> None:
 def test_only_exact_matches_count_and_duplicates_do_not(
     flow: int, ttl: int, nonce: int, token: int, copies: int
 ) -> None:
-    wave, sent = _wave_with_sent_probes()
+    wave = _SentWave()
     forged = _time_exceeded_for(wave, flow, ttl, nonce=nonce, token=token)
     reply = packets.parse_icmp4_packet(forged)
     assert reply is not None
-    wave._on_shared_reply(reply, 2)
-    genuine = nonce == wave.nonce and token == wave.run_token
-    assert sum(p.answered for p in sent) == int(genuine)
+    wave.shared_reply(reply, 2)
+    genuine = nonce == wave.ids.nonce and token == wave.ids.token
+    assert sum(p.answered for p in wave.sent) == int(genuine)
     real = packets.parse_icmp4_packet(_time_exceeded_for(wave, flow, ttl))
     assert real is not None
     for _ in range(copies):
-        wave._on_shared_reply(real, 3)
-    answered = [p for p in sent if p.answered]
-    assert len(answered) == 1 and (answered[0].flow, answered[0].ttl) == (flow, ttl)
+        wave.shared_reply(real, 3)
+    answered = [p for p in wave.sent if p.answered]
+    assert len(answered) == 1 and (answered[0].id.flow, answered[0].ttl) == (flow, ttl)
     assert answered[0].responder == f"10.0.{ttl}.1"
-    result = wave._result(wave.targets[0], 0, 10)
-    hop = result.hops[ttl - 1]
+    _reached, _hop_count, hops = wave.schedule.hops(0)
+    hop = hops[ttl - 1]
     assert hop.replies == 1 and hop.addresses == [f"10.0.{ttl}.1"]

@@ -10,6 +10,7 @@ import pytest
 from prometheus_client.exposition import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from traceroute_probe import cli
+from traceroute_probe.contract import ExitCode
 from traceroute_probe.metrics import METRIC_FAMILIES, build_registry
 from traceroute_probe.result import (
     FlowHop,
@@ -156,7 +157,7 @@ def _run_cli(*args: str) -> subprocess.CompletedProcess[str]:
 )
 def test_bad_arguments_exit_2_with_one_line(args: list[str]) -> None:
     proc = _run_cli(*args)
-    assert proc.returncode == cli.EXIT_USAGE
+    assert proc.returncode == ExitCode.USAGE
     assert proc.stdout == ""
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("traceroute-probe: error: ")
@@ -166,7 +167,7 @@ def test_bad_arguments_exit_2_with_one_line(args: list[str]) -> None:
 def test_wrong_family_literal_is_a_resolve_error_exit_3(tmp_path) -> None:
     log = tmp_path / "termination-log"
     proc = _run_cli("--ip-family", "6", "--termination-log", str(log), "10.0.0.1")
-    assert proc.returncode == cli.EXIT_RESOLVE
+    assert proc.returncode == ExitCode.RESOLVE
     assert "not an IPv6 address" in proc.stderr and "Traceback" not in proc.stderr
     doc = json.loads(log.read_text())
     assert doc["code"] == 3 and doc["t"][0]["a"] is None and doc["t"][0]["e"].startswith("resolve")
