@@ -161,8 +161,8 @@ class _Direction:
     dropped: int = 0
 
 
-def _relay(specs: list[DelayLinkSpec]) -> int:
-    parent = os.getppid()
+def _open_directions(specs: list[DelayLinkSpec]) -> list[_Direction]:
+    """Both directions of every link, their TUN devices opened inside the lab namespaces."""
     root_ns = os.open("/proc/self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
     directions: list[_Direction] = []
     for spec in specs:
@@ -175,7 +175,49 @@ def _relay(specs: list[DelayLinkSpec]) -> int:
     libc = ctypes.CDLL(None, use_errno=True)
     libc.setns(root_ns, CLONE_NEWNET)
     os.close(root_ns)
+    return directions
 
+
+def _release_due(directions: list[_Direction], now: float, next_due: float) -> float:
+    """Write out every packet whose delay is over; the earliest time another one is due."""
+    for direction in directions:
+        queue = direction.queue
+        while queue and queue[0][0] <= now:
+            _, packet = queue.popleft()
+            try:
+                os.write(direction.dst_fd, packet)
+            except OSError:
+                direction.dropped += 1  # device down or packet refused: lost
+        if queue and queue[0][0] < next_due:
+            next_due = queue[0][0]
+    return next_due
+
+
+def _take_in(direction: _Direction) -> None:
+    """Queue what arrived on one device (a bounded batch), dropping past the queue limit."""
+    arrived = time.monotonic()
+    for _ in range(READ_BATCH):
+        try:
+            packet = os.read(direction.src_fd, MAX_PACKET)
+        except (BlockingIOError, InterruptedError):
+            break
+        if len(direction.queue) >= direction.limit:
+            direction.dropped += 1
+        else:
+            direction.queue.append((arrived + direction.delay_s, packet))
+
+
+def _parent_gone(stdin_fd: int) -> bool:
+    """The parent closed our stdin (or died)."""
+    try:
+        return os.read(stdin_fd, 4096) == b""
+    except BlockingIOError:
+        return False
+
+
+def _relay(specs: list[DelayLinkSpec]) -> int:
+    parent = os.getppid()
+    directions = _open_directions(specs)
     by_fd = {direction.src_fd: direction for direction in directions}
     stdin_fd = sys.stdin.fileno()
     os.set_blocking(stdin_fd, False)
@@ -186,17 +228,7 @@ def _relay(specs: list[DelayLinkSpec]) -> int:
     next_parent_check = time.monotonic() + PARENT_CHECK_INTERVAL_S
     while True:
         now = time.monotonic()
-        next_due = now + PARENT_CHECK_INTERVAL_S
-        for direction in directions:
-            queue = direction.queue
-            while queue and queue[0][0] <= now:
-                _, packet = queue.popleft()
-                try:
-                    os.write(direction.dst_fd, packet)
-                except OSError:
-                    direction.dropped += 1  # device down or packet refused: lost
-            if queue and queue[0][0] < next_due:
-                next_due = queue[0][0]
+        next_due = _release_due(directions, now, now + PARENT_CHECK_INTERVAL_S)
         if now >= next_parent_check:
             if os.getppid() != parent:
                 return 0
@@ -205,24 +237,10 @@ def _relay(specs: list[DelayLinkSpec]) -> int:
         # whole millisecond and add that to every hop's delay.
         readable, _, _ = select.select(watched, [], [], max(0.0, next_due - time.monotonic()))
         for fd in readable:
-            if fd == stdin_fd:
-                try:
-                    if os.read(stdin_fd, 4096) == b"":
-                        return 0  # parent closed the pipe or died
-                except BlockingIOError:
-                    pass
-                continue
-            direction = by_fd[fd]
-            arrived = time.monotonic()
-            for _ in range(READ_BATCH):
-                try:
-                    packet = os.read(direction.src_fd, MAX_PACKET)
-                except (BlockingIOError, InterruptedError):
-                    break
-                if len(direction.queue) >= direction.limit:
-                    direction.dropped += 1
-                else:
-                    direction.queue.append((arrived + direction.delay_s, packet))
+            if fd != stdin_fd:
+                _take_in(by_fd[fd])
+            elif _parent_gone(stdin_fd):
+                return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:

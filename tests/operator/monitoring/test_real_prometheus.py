@@ -255,7 +255,7 @@ def alerts_of(prometheus: Prometheus, namespace: str, name: str) -> list[dict[st
     ]
 
 
-def test_alerts_and_dashboards_on_real_prometheus(
+def test_alerts_and_dashboards_on_real_prometheus(  # noqa: PLR0915 (one lab scenario, set up once: splitting it would rebuild the lab per step)
     lab_factory: LabFactory,
     pushgateway: Pushgateway,
     prometheus: Prometheus,
