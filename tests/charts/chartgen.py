@@ -283,7 +283,7 @@ def chart_schema() -> dict[str, Any]:
                         "annotations": string_map(LABEL_KEY),
                     }
                 ),
-                "rbac": obj({"create": boolean()}),
+                "rbac": obj({"create": boolean(), "aggregateToDefaultRoles": boolean()}),
                 "probe": obj(
                     {
                         "image": image(),

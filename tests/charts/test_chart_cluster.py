@@ -33,7 +33,13 @@ from tests.charts.charttools import (
 )
 from tests.operator.harness import get_or_none, is_ready
 from tests.realenv.controlplane import ControlPlane
-from tests.realenv.kubetools import RESTRICTED_LABELS, KubeError, KubeRest, ensure_namespace, kubectl
+from tests.realenv.kubetools import (
+    RESTRICTED_LABELS,
+    KubeError,
+    KubeRest,
+    ensure_namespace,
+    kubectl,
+)
 from tests.realenv.podrunner import HOST_NETNS
 from tests.realenv.promstack import Pushgateway
 from tests.realenv.runtime import wait_until
