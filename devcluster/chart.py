@@ -14,7 +14,10 @@ from devcluster.paths import CHART, ROOT
 
 CI_VALUES = sorted((CHART / "ci").glob("*-values.yaml"))
 EXAMPLES = sorted((ROOT / "examples").glob("*.yaml"))
-ARGOCD_HEALTH = CHART / "argocd" / "health.lua"
+ARGOCD_CUSTOMIZATION = (
+    CHART / "argocd" / "resource_customizations" / "traceroute.dev" / "TracerouteProbe"
+)
+ARGOCD_HEALTH = ARGOCD_CUSTOMIZATION / "health.lua"
 RELEASE_NAMESPACE = "traceroute-system"
 
 

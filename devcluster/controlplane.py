@@ -39,7 +39,8 @@ SERVICE_ACCOUNT_ISSUER = "https://kubernetes.default.svc.cluster.local"
 # The CronJob -> Job -> Pod chain, Deployment -> ReplicaSet -> Pod (the chart's operator),
 # garbage collection of owned objects, namespace deletion, the `default` ServiceAccount every
 # namespace has on a real cluster (the ServiceAccount admission plugin rejects pods whose
-# ServiceAccount is missing), the kube-root-ca.crt ConfigMap, and Job TTL cleanup.
+# ServiceAccount is missing), the kube-root-ca.crt ConfigMap, Job TTL cleanup, and the
+# aggregation of labelled ClusterRoles into the built-in admin/edit/view roles.
 DEFAULT_CONTROLLERS = (
     "cronjob-controller",
     "job-controller",
@@ -50,6 +51,7 @@ DEFAULT_CONTROLLERS = (
     "serviceaccount-controller",
     "root-ca-certificate-publisher-controller",
     "ttl-after-finished-controller",
+    "clusterrole-aggregation-controller",
 )
 
 ADMIN_USER = "trop-admin"

@@ -292,6 +292,7 @@ def chart_schema() -> dict[str, Any]:
                 "rbac": obj(
                     {
                         "create": boolean(),
+                        "aggregateToDefaultRoles": boolean(),
                         "secretNamespaces": {
                             "type": "array",
                             "uniqueItems": True,

@@ -45,6 +45,8 @@ chmod -R a+rX "$venv"
 
 echo "== control plane"
 bash "$here/build-control-plane.sh"
+echo "== kstatus helper (sigs.k8s.io/cli-utils)"
+bash "$here/build-kstatus.sh"
 echo "== helm and kubectl"
 bash "$here/install-helm-kubectl.sh"
 if [[ -f "$here/build-prometheus-operator-crds.sh" ]]; then

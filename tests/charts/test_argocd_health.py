@@ -1,8 +1,11 @@
-"""The Argo CD health check (charts/traceroute-operator/argocd/health.lua) follows kstatus.
+"""The Argo CD health check follows kstatus.
 
-Here on TracerouteProbes in each state, every one valid against the CRD's schema (so the
-script reads the fields the operator really writes); test_chart_cluster.py runs it on the
-objects the real operator wrote to the real apiserver.
+The check ships the Argo CD way, in charts/traceroute-operator/argocd/resource_customizations/
+traceroute.dev/TracerouteProbe/: health.lua, health_test.yaml (Argo CD's own case format)
+and testdata/. Here on TracerouteProbes in each state, every one valid against the CRD's
+schema (so the script reads the fields the operator really writes); test_chart_cluster.py
+and tests/crds/test_kstatus_controlplane.py run it on the objects the real operator wrote to
+the real apiserver.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import pytest
 import yaml
 
 from tests.charts.argocd_health import argocd_health
+from devcluster.chart import ARGOCD_CUSTOMIZATION
 from devcluster.paths import CRD_SOURCE
 
 NOW = "2025-11-24T10:00:00Z"
@@ -75,6 +79,8 @@ NOT_STALLED = _condition("Stalled", "False", "Reconciled")
     ("resource", "status", "message_part"),
     [
         (probe(with_status=False), "Progressing", "Waiting for the operator"),
+        # what the apiserver returns before the operator acted: the CRD's status default
+        (probe(observed=0, reached=None), "Progressing", "Waiting for the operator"),
         (probe(conditions=[READY, NOT_RECONCILING, NOT_STALLED]), "Healthy", "in place"),
         (probe(conditions=[READY], reached="0/1"), "Healthy", "last run: 0/1"),
         (probe(generation=2, observed=1, conditions=[READY]), "Progressing", "generation 2"),
@@ -133,3 +139,46 @@ def test_health_does_not_modify_the_resource_or_depend_on_key_order() -> None:
     before = copy.deepcopy(resource)
     assert argocd_health(resource).status == "Healthy"
     assert resource == before
+
+
+# --- health_test.yaml: Argo CD's own test cases for the check -------------------------------
+
+HEALTH_TESTS = ARGOCD_CUSTOMIZATION / "health_test.yaml"
+TESTDATA = ARGOCD_CUSTOMIZATION / "testdata"
+
+
+def _health_cases() -> list[dict[str, Any]]:
+    cases: list[dict[str, Any]] = yaml.safe_load(HEALTH_TESTS.read_text())["tests"]
+    return cases
+
+
+@pytest.mark.parametrize("case", _health_cases(), ids=lambda case: case["inputPath"])
+def test_argocd_health_test_cases(case: dict[str, Any]) -> None:
+    """As `argocd admin settings resource-overrides health` checks them: status and message
+    exactly; and the object is one the CRD accepts."""
+    resource = yaml.safe_load((ARGOCD_CUSTOMIZATION / case["inputPath"]).read_text())
+    jsonschema.validate(resource, _crd_schema())
+    health = argocd_health(resource)
+    expected = case["healthStatus"]
+    assert (health.status, health.message) == (expected["status"], expected["message"])
+
+
+def test_argocd_health_test_cases_cover_every_testdata_object_and_state() -> None:
+    cases = _health_cases()
+    used = {case["inputPath"] for case in cases}
+    assert used == {f"testdata/{p.name}" for p in TESTDATA.glob("*.yaml")}
+    assert len(used) == len(cases)  # one case per object
+    assert {case["healthStatus"]["status"] for case in cases} == {
+        "Healthy",
+        "Progressing",
+        "Degraded",
+        "Suspended",
+    }
+    # Argo CD finds the customization by group/kind from its path
+    assert ARGOCD_CUSTOMIZATION.parts[-2:] == ("traceroute.dev", "TracerouteProbe")
+    for path in TESTDATA.glob("*.yaml"):
+        resource = yaml.safe_load(path.read_text())
+        assert (resource["apiVersion"], resource["kind"]) == (
+            "traceroute.dev/v1alpha1",
+            "TracerouteProbe",
+        ), path.name

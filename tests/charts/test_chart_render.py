@@ -222,9 +222,21 @@ def _rules(doc: dict[str, Any]) -> set[tuple[str, str, str]]:
     }
 
 
+AGGREGATE_TO = "rbac.authorization.k8s.io/aggregate-to-"
+
+
+def _aggregated(role: dict[str, Any]) -> bool:
+    """A ClusterRole for the built-in edit/view roles, not one the operator is bound to."""
+    return any(key.startswith(AGGREGATE_TO) for key in role["metadata"].get("labels", {}))
+
+
+def _operator_cluster_roles(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [r for r in by_kind(docs, "ClusterRole") if not _aggregated(r)]
+
+
 def test_cluster_rbac_by_default() -> None:
     docs = render()
-    role = one(docs, "ClusterRole")
+    (role,) = _operator_cluster_roles(docs)
     rules = _rules(role)
     assert ("batch", "cronjobs", "create") in rules
     assert ("traceroute.dev", "tracerouteprobes/status", "patch") in rules
@@ -253,7 +265,7 @@ def test_chart_grants_exactly_the_operators_rules(values: Path) -> None:
     rules_off = not monitoring.get("prometheusRule", {}).get("enabled", True)
     expected = _operator_roles()
     docs = render([values])
-    roles = by_kind(docs, "ClusterRole") + by_kind(docs, "Role")
+    roles = _operator_cluster_roles(docs) + by_kind(docs, "Role")
     for role in roles:
         name = role["metadata"]["name"]
         if name.endswith("-servicemonitors"):
@@ -269,6 +281,57 @@ def test_chart_grants_exactly_the_operators_rules(values: Path) -> None:
     kinds = {r["metadata"]["name"].rsplit("-", 1)[-1] for r in roles}
     assert ("servicemonitors" in kinds) == monitoring.get("serviceMonitor", {}).get("enabled", True)
     assert ("dashboards" in kinds) == monitoring.get("dashboards", {}).get("enabled", True)
+
+
+def test_aggregated_roles_let_namespace_editors_manage_and_viewers_read_probes() -> None:
+    docs = render()
+    aggregated = {
+        r["metadata"]["name"].rsplit("-", 1)[-1]: r
+        for r in by_kind(docs, "ClusterRole")
+        if _aggregated(r)
+    }
+    assert set(aggregated) == {"edit", "view"}
+    edit, view = aggregated["edit"], aggregated["view"]
+    assert edit["metadata"]["labels"][AGGREGATE_TO + "edit"] == "true"
+    assert edit["metadata"]["labels"][AGGREGATE_TO + "admin"] == "true"
+    assert view["metadata"]["labels"][AGGREGATE_TO + "view"] == "true"
+    assert {k for k in edit["metadata"]["labels"] if k.startswith(AGGREGATE_TO)} == {
+        AGGREGATE_TO + "edit",
+        AGGREGATE_TO + "admin",
+    }
+    assert {k for k in view["metadata"]["labels"] if k.startswith(AGGREGATE_TO)} == {
+        AGGREGATE_TO + "view"
+    }
+    probes = "tracerouteprobes"
+    assert _rules(edit) == {
+        ("traceroute.dev", probes, verb)
+        for verb in (
+            "create",
+            "update",
+            "patch",
+            "delete",
+            "deletecollection",
+            "get",
+            "list",
+            "watch",
+        )
+    }
+    assert _rules(view) == {
+        ("traceroute.dev", resource, verb)
+        for resource in (probes, f"{probes}/status")
+        for verb in ("get", "list", "watch")
+    }
+    # nobody gets the operator's rights through these roles
+    assert not any(
+        b["roleRef"]["name"] in {edit["metadata"]["name"], view["metadata"]["name"]}
+        for b in by_kind(docs, "ClusterRoleBinding") + by_kind(docs, "RoleBinding")
+    )
+
+
+def test_aggregated_roles_can_be_turned_off() -> None:
+    docs = render(set_values={"rbac.aggregateToDefaultRoles": "false"})
+    assert not [r for r in by_kind(docs, "ClusterRole") if _aggregated(r)]
+    assert len(_operator_cluster_roles(docs)) == 1
 
 
 def test_namespaced_rbac_has_no_cluster_wide_permission() -> None:
@@ -409,7 +472,8 @@ def test_secrets_are_readable_only_in_the_listed_namespaces() -> None:
     for binding in bindings:
         assert binding["roleRef"]["name"] == roles[0]["metadata"]["name"]
         assert binding["subjects"][0]["namespace"] == RELEASE_NAMESPACE
-    assert not [r for r in _rules(one(docs, "ClusterRole")) if r[1] == "secrets"]
+    (role,) = _operator_cluster_roles(docs)
+    assert not [r for r in _rules(role) if r[1] == "secrets"]
 
 
 def test_trust_allowlists_reach_the_operator() -> None:

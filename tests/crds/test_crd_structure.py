@@ -1,8 +1,9 @@
 """Structure of crds/tracerouteprobes.yaml: names, bounds, descriptions, defaults, CEL.
 
 The real apiserver proves the schema is accepted and enforced
-(tests/operator/test_operator_controlplane.py); these checks keep the schema's
-conventions from eroding field by field.
+(tests/operator/test_operator_controlplane.py, test_crd_validation_controlplane.py,
+test_kstatus_controlplane.py); these checks keep the schema's conventions from eroding
+field by field.
 """
 
 from __future__ import annotations
@@ -221,3 +222,40 @@ def test_metric_labels_rule_reserves_exactly_the_probes_reserved_labels(
     assert names == set(RESERVED_LABELS)
     for name in RESERVED_LABELS:
         assert name in rule["message"]
+
+
+def test_status_defaults_to_an_unobserved_generation(version: dict[str, Any]) -> None:
+    """kstatus reads a custom resource without status.observedGeneration as Current; the
+    default makes a probe the operator has not acted on read InProgress
+    (test_kstatus_controlplane.py shows it on the real apiserver)."""
+    status = version["schema"]["openAPIV3Schema"]["properties"]["status"]
+    assert status["default"] == {}
+    assert status["properties"]["observedGeneration"]["default"] == 0
+    # the only status default: the operator owns everything else in status
+    defaulted = [path for path, node in walk(status, "status") if "default" in node]
+    assert defaulted == ["status", "status.observedGeneration"]
+
+
+def test_pushgateway_url_is_checked_by_the_cel_url_library(spec_schema: dict[str, Any]) -> None:
+    url = spec_schema["properties"]["pushgateway"]["properties"]["url"]
+    rules = [r["rule"] for r in url["x-kubernetes-validations"]]
+    assert any("isURL(self)" in r and "getScheme()" in r for r in rules)
+    assert any("getHostname() != ''" in r for r in rules)
+    assert any("getPort()" in r and "65535" in r for r in rules)
+    for rule in rules:
+        # every url() call is guarded: an unparsable value gets the rule's message, not a
+        # CEL evaluation error
+        if "url(self)" in rule:
+            assert rule.startswith(("isURL(self) &&", "!isURL(self) ||")), rule
+        # the apiserver refuses the CRD when a regex or isIP() reads what url() returned
+        # (its length is unbounded to the cost estimator): such checks read self
+        for call in ("getHostname().matches", "getHost().matches", "isIP(url("):
+            assert call not in rule, rule
+
+
+def test_numeric_target_names_must_be_ip_addresses(spec_schema: dict[str, Any]) -> None:
+    rules = [
+        r["rule"] for r in spec_schema["properties"]["targets"]["items"]["x-kubernetes-validations"]
+    ]
+    assert len(rules) == 2
+    assert all(rule.startswith("isIP(self) ||") for rule in rules)

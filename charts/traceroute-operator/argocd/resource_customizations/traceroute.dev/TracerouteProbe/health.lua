@@ -1,6 +1,7 @@
 -- Argo CD health check for traceroute.dev/TracerouteProbe, in kstatus order:
 --   Progressing  being deleted; or the operator has not acted on the current generation
---                (status.observedGeneration != metadata.generation); or Reconciling=True
+--                (status.observedGeneration != metadata.generation; the CRD defaults it
+--                to 0, so a probe the operator never saw is Progressing); or Reconciling=True
 --   Degraded     Stalled=True (the operator cannot go on without a spec change)
 --   Progressing  Ready is not True
 --   Suspended    Ready, and spec.suspend is true (no runs are scheduled)
@@ -8,6 +9,8 @@
 -- A target that is unreachable is what the probe measures, not a fault of the resource:
 -- it is reported in the message, the health stays Healthy.
 -- Install: argocd-cm, key resource.customizations.health.traceroute.dev_TracerouteProbe.
+-- health_test.yaml and testdata/ next to this file are its cases, in Argo CD's layout
+-- (resource_customizations/<group>/<kind>/); the chart's tests run them.
 local hs = {}
 
 local function condition(conditions, wanted)
@@ -35,7 +38,10 @@ if obj.metadata.deletionTimestamp ~= nil then
   return hs
 end
 
-if obj.status == nil then
+local generation = obj.metadata.generation
+-- the operator has written no status yet: none at all (a CRD without the status default),
+-- or only the CRD's default (observedGeneration 0, no conditions)
+if obj.status == nil or (obj.status.observedGeneration == 0 and obj.status.conditions == nil) then
   hs.status = "Progressing"
   hs.message = "Waiting for the operator to reconcile the probe"
   return hs
@@ -43,7 +49,6 @@ end
 
 local conditions = obj.status.conditions
 
-local generation = obj.metadata.generation
 local observed = obj.status.observedGeneration
 if generation ~= nil and (observed == nil or observed ~= generation) then
   hs.status = "Progressing"
