@@ -7,6 +7,7 @@ that never passed the apiserver. Defaults here equal the CRD's (a test compares 
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -18,6 +19,7 @@ from traceroute_probe.metrics import RESERVED_LABELS
 
 from .config import SecretKeyRef
 from .schedule import ScheduleError, max_interval_seconds
+from .trust import is_http_url
 
 DEFAULT_SCHEDULE = "*/5 * * * *"
 _PROM_LABEL = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]{0,62}$")
@@ -146,9 +148,23 @@ def _targets(raw: Any) -> tuple[str, ...]:
         if item.startswith("-") or any(c.isspace() for c in item):
             # would be read as a CLI option or split into two arguments
             raise SpecError(f"spec.targets: {item!r} is not a hostname or IP address")
+        if _numeric_but_not_ip(item):
+            raise SpecError(f"spec.targets: {item!r} looks like an IPv4 address but is not one")
         if item not in targets:
             targets.append(item)
     return tuple(targets)
+
+
+def _numeric_but_not_ip(name: str) -> bool:
+    """A name whose last label is numeric is read as an IPv4 address by resolvers: it must be
+    one (the CRD refuses the rest, e.g. 1.2.3.4.5, 256.1.1.1, 0x7f000001)."""
+    last = name.rstrip(".").rsplit(".", 1)[-1]
+    if ":" in name or not (last.isdigit() or last.lower().startswith("0x")):
+        return False
+    try:
+        return str(ipaddress.IPv4Address(name)) != name
+    except ValueError:
+        return True
 
 
 def _expected_hops_by_target(raw: Any, targets: tuple[str, ...], max_hops: int) -> dict[str, int]:
@@ -221,10 +237,12 @@ def _pushgateway(raw: Any) -> PushgatewaySpec:
     if not isinstance(raw, Mapping):
         raise SpecError("spec.pushgateway: must be an object")
     url = raw.get("url")
-    if url is not None and (
-        not isinstance(url, str) or not url.startswith(("http://", "https://"))
-    ):
-        raise SpecError("spec.pushgateway.url: must start with http:// or https://")
+    if url is not None and (not isinstance(url, str) or not is_http_url(url)):
+        # the CRD's rules, for objects that never passed the apiserver (render)
+        raise SpecError(
+            "spec.pushgateway.url: must be an http:// or https:// URL with a host and a port "
+            "in 1..65535, without user, query or fragment"
+        )
     tls_ca = None
     if (ca := raw.get("tlsCA")) is not None:
         if not isinstance(ca, Mapping):
