@@ -173,6 +173,7 @@ def chart_schema() -> dict[str, Any]:
             "enabled": boolean(),
             "url": string(URL),
             "image": image(tag_required=True),
+            "expectedProbes": integer(1, 1_000_000),
             "resources": k8s("io.k8s.api.core.v1.ResourceRequirements"),
             "service": obj(
                 {
