@@ -15,11 +15,11 @@ reloaded with the check on: filling through the check costs O(N^2)); then PUTs a
 staggered rate of */5 (N/300 per second) for ``--steady-seconds``; then the minute-boundary
 burst of unstaggered */5 schedules, all N PUTs within ``--burst-window`` seconds. Reported:
 push p50/p99 (from sending; a timeout counts as the 5 s timeout), failures, Pushgateway RSS
-and CPU (from /proc), and Prometheus' own ``scrape_duration_seconds`` and
-``scrape_samples_scraped`` of the gateway (scrape every 10 s, timeout 10 s), and how many
-probes' groups reached Prometheus. The client, Pushgateway and Prometheus share the
+and CPU (from /proc), Prometheus' own ``scrape_duration_seconds`` of the gateway in the
+steady phase and around the burst, with failed scrapes (``up`` 0; scrape every 10 s, timeout
+10 s), ``scrape_samples_scraped``, and how many probes' groups reached Prometheus. The client, Pushgateway and Prometheus share the
 machine's cores, so the numbers are an upper bound for a gateway on its own node.
-Every phase is bounded in time; the default run (N = 1000, 5000) takes about 10 minutes.
+Every phase is bounded in time; the default run (N = 1000, 5000) takes about 7 minutes.
 """
 
 from __future__ import annotations
@@ -243,6 +243,21 @@ def filled_gateway(
 
 
 @dataclass
+class Scrapes:
+    """Prometheus' scrapes of the gateway within one phase."""
+
+    max_seconds: float | None = None
+    failed: float | None = None  # scrapes with up == 0
+
+    def text(self) -> str:
+        failed = f" ({self.failed:.0f} failed)" if self.failed else ""
+        return _s(self.max_seconds) + failed
+
+
+_JOB = 'job="pushgateway"'
+
+
+@dataclass
 class Row:
     setup: str
     probes: int
@@ -256,9 +271,9 @@ class Row:
     rss_filled_mb: float = 0.0
     rss_peak_mb: float = 0.0
     cores: list[float] = field(default_factory=list)  # steady, burst
-    scrape_max_s: float | None = None
+    scrape_steady: Scrapes = field(default_factory=Scrapes)
+    scrape_burst: Scrapes = field(default_factory=Scrapes)
     scrape_samples: float | None = None
-    up_min: float | None = None
     probes_in_prometheus: int = 0
 
     @property
@@ -266,10 +281,23 @@ class Row:
         return (self.rss_filled_mb - self.rss_empty_mb) / max(1, self.probes)
 
 
-def _value(prom: Prometheus, promql: str) -> float | None:
+def _value(prom: Prometheus, promql: str, at: float | None = None) -> float | None:
     with contextlib.suppress(Exception):
-        return prom.query_value(promql)
+        result = prom.query(promql, at=at)
+        return float(result[0]["value"][1]) if len(result) == 1 else None
     return None
+
+
+def scrapes_between(prom: Prometheus, start: float, end: float) -> Scrapes:
+    window = f"{max(1, int(end - start))}s"
+    return Scrapes(
+        _value(prom, f"max_over_time(scrape_duration_seconds{{{_JOB}}}[{window}])", at=end),
+        _value(
+            prom,
+            f"count_over_time(up{{{_JOB}}}[{window}]) - sum_over_time(up{{{_JOB}}}[{window}])",
+            at=end,
+        ),
+    )
 
 
 def measure(setup: Setup, probes: int, steady_seconds: float, burst_window: float) -> Row:
@@ -289,27 +317,28 @@ def measure(setup: Setup, probes: int, steady_seconds: float, burst_window: floa
             extra={"scrape_timeout": SCRAPE_INTERVAL},
         )
         with Prometheus(scrape_targets=[scrape], interval=SCRAPE_INTERVAL) as prom:
-            started = time.time()
             rate = probes / PERIOD_S
             count = max(1, int(rate * steady_seconds))
+            time.sleep(2)  # Prometheus' first scrape
+            steady_start = time.time()
             with meter.cores(row.cores):
                 row.steady = paced(pgw.port, bodies, [k % probes for k in range(count)], 1 / rate)
+            burst_start = time.time()
             with meter.cores(row.cores):
                 row.burst = paced(pgw.port, bodies, range(probes), burst_window / probes)
-            time.sleep(12)  # one more scrape after the burst
-            window = f"{int(time.time() - started) + 1}s"
-            job = 'job="pushgateway"'
-            row.scrape_max_s = _value(
-                prom, f"max_over_time(scrape_duration_seconds{{{job}}}[{window}])"
-            )
+            time.sleep(12)  # the scrape after the burst
+            end = time.time()
+            row.scrape_steady = scrapes_between(prom, steady_start, burst_start)
+            row.scrape_burst = scrapes_between(prom, burst_start, end)
+            window = f"{int(end - steady_start) + 1}s"
             row.scrape_samples = _value(
-                prom, f"max_over_time(scrape_samples_scraped{{{job}}}[{window}])"
+                prom, f"max_over_time(scrape_samples_scraped{{{_JOB}}}[{window}])", at=end
             )
-            row.up_min = _value(prom, f"min_over_time(up{{{job}}}[{window}])")
             in_prom = _value(
                 prom,
                 f"count(count by (namespace, probe) "
                 f"(last_over_time(traceroute_run_timestamp_seconds[{window}])))",
+                at=end,
             )
             row.probes_in_prometheus = int(in_prom or 0)
         row.rss_peak_mb = max(meter.peak_rss_mb, row.rss_filled_mb)
@@ -348,9 +377,9 @@ def table(rows: Sequence[Row]) -> str:
         ("RSS filled / peak", lambda r: f"{r.rss_filled_mb:.0f} / {r.rss_peak_mb:.0f} MB"),
         ("MB/group", lambda r: f"{r.mb_per_group:.3f}"),
         ("CPU steady / burst", lambda r: " / ".join(f"{c:.2f}" for c in r.cores) + " cores"),
-        ("scrape max", lambda r: _s(r.scrape_max_s)),
+        ("scrape max steady", lambda r: r.scrape_steady.text()),
+        ("scrape max burst", lambda r: r.scrape_burst.text()),
         ("samples", lambda r: f"{r.scrape_samples:.0f}" if r.scrape_samples else "-"),
-        ("up min", lambda r: "-" if r.up_min is None else f"{r.up_min:.0f}"),
         ("probes in Prometheus", lambda r: f"{r.probes_in_prometheus}/{r.probes}"),
     ]
     lines = [

@@ -41,7 +41,9 @@ def test_table_has_a_row_per_measurement() -> None:
     row = scale.Row("new", 10, 98, 8.9)
     row.steady.latencies = [0.001, 0.002, 0.003]
     row.burst.latencies, row.burst.failed = [0.01, scale.PUSH_TIMEOUT_S], 1
+    row.scrape_burst = scale.Scrapes(12.5, 1)
     row.cores = [0.1, 0.5]
     lines = scale.table([row]).splitlines()
     assert len(lines) == 3 and lines[2].startswith("| new | 10 | 98 |")
     assert "1 failed" in lines[2] and "0.10 / 0.50 cores" in lines[2]
+    assert "12.50 s (1 failed)" in lines[2]
