@@ -17,8 +17,9 @@ burst of unstaggered */5 schedules, all N PUTs within ``--burst-window`` seconds
 push p50/p99 (from sending; a timeout counts as the 5 s timeout), failures, Pushgateway RSS
 and CPU (from /proc), Prometheus' own ``scrape_duration_seconds`` of the gateway in the
 steady phase and around the burst, with failed scrapes (``up`` 0; scrape every 10 s, timeout
-10 s), ``scrape_samples_scraped``, and how many probes' groups reached Prometheus. The client, Pushgateway and Prometheus share the
-machine's cores, so the numbers are an upper bound for a gateway on its own node.
+10 s), ``scrape_samples_scraped``, and how many probes' groups reached Prometheus. The
+client, Pushgateway and Prometheus share the machine's cores, so the numbers are an upper
+bound for a gateway on its own node.
 Every phase is bounded in time; the default run (N = 1000, 5000) takes about 7 minutes.
 """
 
