@@ -9,7 +9,7 @@ VENV := $(TROP_VENV)
 PY := $(VENV)/bin/python
 export PATH := $(VENV)/bin:$(PATH)
 
-.PHONY: env lint test test-fast demo bench bench-probe bench-operator env-up env-down clean-lab chart
+.PHONY: env lint test test-fast demo bench bench-probe bench-operator bench-scale env-up env-down clean-lab chart
 
 env:
 	bash devcluster/env/bootstrap.sh
@@ -38,6 +38,11 @@ bench-probe: env
 
 bench-operator: env
 	$(PY) -m devcluster.bench.operator
+
+# One Pushgateway + Prometheus with 1000 and 5000 probes at */5, old and new settings
+# (~10 min; BENCH_SCALE_ARGS="--quick" for a one-minute smoke run).
+bench-scale: env
+	$(PY) -m devcluster.bench.scale $(BENCH_SCALE_ARGS)
 
 # Start/stop the real test environment by hand (see README).
 env-up: env

@@ -115,9 +115,16 @@ class Pushgateway(_Service):
 
     kind = "pushgateway"
 
-    def __init__(self, *, listen_host: str | None = None, detached: bool = False) -> None:
+    def __init__(
+        self,
+        *,
+        listen_host: str | None = None,
+        detached: bool = False,
+        args: Sequence[str] = (),
+    ) -> None:
         super().__init__(detached=detached)
         self._listen_host = listen_host
+        self._args = list(args)  # e.g. --push.disable-consistency-check, --persistence.file=
 
     def start(self, timeout: float = 30.0) -> Pushgateway:
         self.host = self._listen_host or cluster_listen_host()
@@ -131,11 +138,27 @@ class Pushgateway(_Service):
                 "--web.enable-admin-api",
                 "--web.enable-lifecycle",
                 "--log.level=warn",
+                # Debian's default persistence file is shared by every gateway on the
+                # machine: without this a gateway starts with the groups of the last one
+                *(
+                    []
+                    if any(a.startswith("--persistence.file") for a in self._args)
+                    else ["--persistence.file="]
+                ),
+                *self._args,
             ],
             die_with_owner=not self.detached,
         )
         self._wait_ready(proc, timeout)
         return self
+
+    @property
+    def pid(self) -> int:
+        """The pushgateway process (for RSS and CPU readings)."""
+        (record,) = [
+            r for r in (self.rundir.records() if self.rundir else []) if r.name == self.kind
+        ]
+        return record.pid
 
     @staticmethod
     def group_path(job: str, grouping: Mapping[str, str]) -> str:

@@ -181,6 +181,7 @@ def chart_schema() -> dict[str, Any]:
                 "items": string(URL_PREFIX),
             },
             "image": image(tag_required=True),
+            "expectedProbes": integer(1, 1_000_000),
             "resources": k8s("io.k8s.api.core.v1.ResourceRequirements"),
             "service": obj(
                 {

@@ -95,5 +95,18 @@ GROUPING_LABELS: Final = ("namespace", "probe")  # job/traceroute/namespace/<ns>
 # Labels the probe's series carry itself (grouping key, target, per-hop and edge labels):
 # a --label (spec.metricLabels) may not reuse them.
 RESERVED_LABELS: Final = frozenset(
-    {"job", "instance", "namespace", "probe", "target", "flow", "ttl", "ip", "from", "to", "kind"}
+    {
+        "job",
+        "instance",
+        "namespace",
+        "probe",
+        "target",
+        "flow",
+        "flows",
+        "ttl",
+        "ip",
+        "from",
+        "to",
+        "kind",
+    }
 )

@@ -1,8 +1,14 @@
 """Metric families of a run and the PUT to the Pushgateway.
 
-Series are bounded: per target, per TTL (1..hop count) and per flow; hop identity lives
-in ``traceroute_hop_info`` and path edges in ``traceroute_edge_info`` so that numeric
-series keep their label sets when an address changes. A PUT replaces the whole group
+Series are bounded per target and TTL (1..hop count): the numeric per-hop statistics are
+pooled across the Paris flows, so a probe's series do not multiply with ``--flows``.
+Which flow met which address lives only in the info series: ``traceroute_hop_info``
+(one per TTL and address, its ``flows`` label listing the flows) and
+``traceroute_edge_info`` (path edges). Numeric series thus keep their label sets when an
+address changes. Sent/replies (derivable from the loss ratio and the probe's settings),
+the RTT standard deviation and the worst RTT are not exported; the per-flow detail is in
+the probe's JSON output. A 15-hop, 3-flow run with ECMP on three TTLs is under 100
+series (tests/probe/test_outputs.py). A PUT replaces the whole group
 (``job/traceroute/namespace/<ns>/probe/<name>``), so hops that vanished vanish. The group
 and the reserved label names are part of the operator contract (docs/contracts.md
 section 4).
@@ -23,7 +29,7 @@ from prometheus_client import CollectorRegistry, Gauge, push_to_gateway
 
 from . import contract
 from .contract import GROUPING_LABELS, PUSHGATEWAY_JOB
-from .result import RunResult, TargetResult, rtt_stats_ms
+from .result import Hop, RunResult, TargetResult, rtt_stats_ms, sort_addresses
 
 JOB = PUSHGATEWAY_JOB
 
@@ -50,29 +56,20 @@ _FAMILIES: dict[str, tuple[tuple[str, ...], str]] = {
         ("target",),
         "CRC32 of reachability, hop count and the per-TTL responder sets (changes with the path).",
     ),
-    "traceroute_hop_rtt_min_seconds": (("target", "flow", "ttl"), "Fastest answer at this hop."),
-    "traceroute_hop_rtt_avg_seconds": (("target", "flow", "ttl"), "Mean answer time at this hop."),
-    "traceroute_hop_rtt_max_seconds": (("target", "flow", "ttl"), "Slowest answer at this hop."),
-    "traceroute_hop_rtt_stddev_seconds": (
-        ("target", "flow", "ttl"),
-        "Population standard deviation of the answer times at this hop.",
-    ),
     "traceroute_hop_loss_ratio": (
-        ("target", "flow", "ttl"),
-        "Share of settled probes at this hop without an answer.",
+        ("target", "ttl"),
+        "Share of settled probes at this TTL (all flows) without an answer.",
     ),
-    "traceroute_hop_probes_sent": (
-        ("target", "flow", "ttl"),
-        "Probes sent and settled (answered or timed out) at this hop.",
-    ),
-    "traceroute_hop_replies": (("target", "flow", "ttl"), "Answers received at this hop."),
+    "traceroute_hop_rtt_min_seconds": (("target", "ttl"), "Fastest answer at this TTL."),
+    "traceroute_hop_rtt_avg_seconds": (("target", "ttl"), "Mean answer time at this TTL."),
     "traceroute_hop_rate_limited": (
         ("target", "ttl"),
-        "1 if the hop lost probes while it and a later hop answered (ICMP rate limiting).",
+        "1 if the hop lost probes while it and a later hop answered (ICMP rate limiting);"
+        " absent otherwise.",
     ),
     "traceroute_hop_info": (
-        ("target", "flow", "ttl", "ip"),
-        "1 for each address that answered at this hop and flow.",
+        ("target", "ttl", "ip", "flows"),
+        "1 for each address that answered at this TTL; flows lists the flows it answered.",
     ),
     "traceroute_edge_info": (
         ("target", "from", "to"),
@@ -114,6 +111,15 @@ def _edges(target: TargetResult) -> set[tuple[str, str]]:
     return edges
 
 
+def _flows_by_address(hop: Hop) -> dict[str, str]:
+    """Each responder at this TTL -> the flows it answered, as "0,2" (numeric order)."""
+    flows: dict[str, list[int]] = {}
+    for fh in hop.flows:
+        for ip in fh.responders:
+            flows.setdefault(ip, []).append(fh.flow)
+    return {ip: ",".join(str(f) for f in sorted(flows[ip])) for ip in sort_addresses(flows)}
+
+
 def build_registry(run: RunResult, extra_labels: Mapping[str, str]) -> CollectorRegistry:
     registry = CollectorRegistry()
     extra_names = tuple(extra_labels)
@@ -147,18 +153,15 @@ def build_registry(run: RunResult, extra_labels: Mapping[str, str]) -> Collector
         put("traceroute_path_fingerprint", float(t.path_fingerprint), name)
         for hop in t.hops:
             ttl = str(hop.ttl)
-            put("traceroute_hop_rate_limited", 1.0 if hop.rate_limited else 0.0, name, ttl)
-            for fh in hop.flows:
-                flow = str(fh.flow)
-                put("traceroute_hop_probes_sent", fh.sent, name, flow, ttl)
-                put("traceroute_hop_replies", fh.replies, name, flow, ttl)
-                put("traceroute_hop_loss_ratio", fh.loss_ratio, name, flow, ttl)
-                stats = rtt_stats_ms(fh.rtts_ms)
-                if stats is not None:
-                    for suffix, value in zip(("min", "avg", "max", "stddev"), stats, strict=True):
-                        put(f"traceroute_hop_rtt_{suffix}_seconds", value / 1000.0, name, flow, ttl)
-                for ip in fh.responders:
-                    put("traceroute_hop_info", 1, name, flow, ttl, ip)
+            if hop.rate_limited:
+                put("traceroute_hop_rate_limited", 1, name, ttl)
+            put("traceroute_hop_loss_ratio", hop.loss_ratio, name, ttl)
+            stats = rtt_stats_ms(hop.rtts_ms())
+            if stats is not None:
+                put("traceroute_hop_rtt_min_seconds", stats[0] / 1000.0, name, ttl)
+                put("traceroute_hop_rtt_avg_seconds", stats[1] / 1000.0, name, ttl)
+            for ip, flows in _flows_by_address(hop).items():
+                put("traceroute_hop_info", 1, name, ttl, ip, flows)
         for a, b in sorted(_edges(t)):
             put("traceroute_edge_info", 1, name, a, b)
     return registry

@@ -212,6 +212,42 @@ def test_deployments_single_recreate_restricted_with_resources(values: Path) -> 
             assert "livenessProbe" in container
 
 
+def _pushgateway_container(set_values: dict[str, str] | None = None) -> dict[str, Any]:
+    deployment = one(render([], set_values), "Deployment", "-pushgateway")
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    return dict(container)
+
+
+def test_bundled_pushgateway_skips_the_consistency_check() -> None:
+    """README "Benchmarks": with the check every PUT re-gathers all groups."""
+    assert "--push.disable-consistency-check" in _pushgateway_container()["args"]
+
+
+@pytest.mark.parametrize(
+    ("probes", "request_mi"),
+    [(None, 64), ("1", 33), ("1000", 157), ("5000", 657)],
+)
+def test_pushgateway_memory_follows_the_expected_probes(
+    probes: str | None, request_mi: int
+) -> None:
+    """32Mi + 128Ki per probe group (rounded up to Mi), limit twice the request."""
+    container = _pushgateway_container({"pushgateway.expectedProbes": probes} if probes else None)
+    assert container["resources"] == {
+        "requests": {"cpu": "20m", "memory": f"{request_mi}Mi"},
+        "limits": {"memory": f"{2 * request_mi}Mi"},
+    }
+
+
+def test_pushgateway_resources_given_replace_the_derived_ones() -> None:
+    container = _pushgateway_container(
+        {"pushgateway.expectedProbes": "5000", "pushgateway.resources.limits.memory": "3Gi"}
+    )
+    assert container["resources"] == {
+        "requests": {"cpu": "20m", "memory": "657Mi"},
+        "limits": {"memory": "3Gi"},
+    }
+
+
 def _rules(doc: dict[str, Any]) -> set[tuple[str, str, str]]:
     return {
         (group, resource, verb)
@@ -409,6 +445,7 @@ def test_templated_crd_is_the_same_crd_and_kept_on_uninstall() -> None:
         ),
         ({"operator.resources.request.cpu": "1"}, "additional properties 'request' not allowed"),
         ({"pushgateway.enabled": "false"}, "/pushgateway/url"),
+        ({"pushgateway.expectedProbes": "0"}, "/pushgateway/expectedProbes"),
         ({"operator.image.digest": "sha256:abc"}, "/operator/image/digest"),
         ({"operator.watchNamespaces": "{Team_A}"}, "/operator/watchNamespaces/0"),
         ({"monitoring.prometheusRule.severities.NoSuchAlert": "warning"}, "NoSuchAlert"),

@@ -179,3 +179,11 @@ def test_lab_pod_pushes_through_the_cluster_network(  # noqa: PLR0917 - fixtures
     result = prometheus.wait_for('trop_lab_pod_push{job="labpod", instance="lab-pod"}', timeout=20)
     assert float(result[0]["value"][1]) == 1.0
     pushgateway.delete_group("labpod", {"instance": "lab-pod"})
+
+
+def test_a_new_pushgateway_starts_empty() -> None:
+    """Debian's default persistence file would hand a gateway the last one's groups."""
+    with Pushgateway(listen_host="127.0.0.1") as first:
+        first.push(_unique("left"), {"instance": "x"}, "trop_left_behind 1\n")
+    with Pushgateway(listen_host="127.0.0.1") as second:
+        assert second.groups() == []

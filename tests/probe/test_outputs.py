@@ -21,6 +21,8 @@ from traceroute_probe.result import (
     termination_message,
 )
 
+from devcluster.bench.synthetic import synthetic_run
+
 
 def _target(
     name: str, hops: int, flows: int = 3, v6: bool = False, reached: bool = True
@@ -111,10 +113,11 @@ def test_metrics_cover_every_family_and_carry_labels() -> None:
         for sample in family.samples:
             assert sample.labels["team"] == "net"
     info = {
-        (s.labels["flow"], s.labels["ttl"], s.labels["ip"])
+        (s.labels["flows"], s.labels["ttl"], s.labels["ip"])
         for s in families["traceroute_hop_info"].samples
     }
     assert ("0", "1", "10.1.0.1") in info and not any(ttl == "3" for _, ttl, _ in info)
+    assert ("2", "4", "10.4.2.1") in info
     edges = {(s.labels["from"], s.labels["to"]) for s in families["traceroute_edge_info"].samples}
     assert (
         ("origin", "10.1.0.1") in edges
@@ -123,12 +126,71 @@ def test_metrics_cover_every_family_and_carry_labels() -> None:
     )
     errors = [s.labels for s in families["traceroute_target_error"].samples]
     assert errors == [{"target": "nowhere.invalid", "kind": "resolve", "team": "net"}]
-    rtt_min = {
-        s.labels["ttl"]: s.value
-        for s in families["traceroute_hop_rtt_min_seconds"].samples
-        if s.labels["flow"] == "0"
-    }
+    rtt_min = {s.labels["ttl"]: s.value for s in families["traceroute_hop_rtt_min_seconds"].samples}
     assert rtt_min == {"1": 0.001, "2": 0.002, "4": 0.004}  # silent TTL 3 has no RTT series
+
+
+def _samples(run: RunResult) -> dict[str, list[tuple[dict[str, str], float]]]:
+    text = generate_latest(build_registry(run, {})).decode()
+    return {
+        f.name: [(s.labels, s.value) for s in f.samples]
+        for f in text_string_to_metric_families(text)
+    }
+
+
+def test_per_hop_statistics_are_pooled_across_flows() -> None:
+    t = _target("a", 4)
+    lossy = t.hops[1].flows[1]  # TTL 2, flow 1: 1 of 3 answered, 40 ms
+    lossy.rtts_ms = [40.0]
+    t.hops[1].rate_limited = True
+    samples = _samples(RunResult(started=1764000000.0, duration_seconds=1.0, targets=[t]))
+    loss = {labels["ttl"]: value for labels, value in samples["traceroute_hop_loss_ratio"]}
+    # TTL 2: 9 sent over the flows, 2 + 1 + 2 answered; TTL 3 silent
+    assert loss == {
+        "1": pytest.approx(1 - 6 / 9),
+        "2": pytest.approx(1 - 5 / 9),
+        "3": 1.0,
+        "4": pytest.approx(1 - 6 / 9),
+    }
+    avg = {labels["ttl"]: value for labels, value in samples["traceroute_hop_rtt_avg_seconds"]}
+    assert avg["2"] == pytest.approx((2.0 + 2.4) * 2 / 1000 / 5 + 0.040 / 5)
+    assert all("flow" not in labels for labels, _ in samples["traceroute_hop_loss_ratio"])
+    # rate limiting is reported where it happened, nowhere else
+    assert [labels["ttl"] for labels, _ in samples["traceroute_hop_rate_limited"]] == ["2"]
+
+
+def test_hop_info_keeps_which_flow_met_which_address() -> None:
+    run = synthetic_run()
+    (target,) = run.targets
+    samples = _samples(run)
+    seen = {
+        (labels["ttl"], flow, labels["ip"])
+        for labels, _ in samples["traceroute_hop_info"]
+        for flow in labels["flows"].split(",")
+    }
+    assert seen == {
+        (str(hop.ttl), str(fh.flow), ip)
+        for hop in target.hops
+        for fh in hop.flows
+        for ip in fh.responders
+    }
+    fork = {
+        labels["ip"]: labels["flows"]
+        for labels, _ in samples["traceroute_hop_info"]
+        if labels["ttl"] == "6"
+    }
+    assert fork == {"10.99.6.1": "0", "10.99.6.2": "1", "10.99.6.3": "2"}
+
+
+def test_series_per_probe_stay_within_100_for_15_hops_and_3_flows() -> None:
+    """The budget of issue 13 (docs: README "Metrics"): 15 hops, 3 flows, 3 probes per
+    hop, ECMP on three TTLs. Was 407 series before the per-hop statistics were pooled."""
+    run = synthetic_run()
+    (target,) = run.targets
+    assert (len(target.hops), len(target.hops[0].flows), target.hops[0].flows[0].sent) == (15, 3, 3)
+    series = sum(len(samples) for samples in _samples(run).values())
+    assert series <= 100
+    assert series == 98  # the count README and docs state
 
 
 def _run_cli(*args: str) -> subprocess.CompletedProcess[str]:

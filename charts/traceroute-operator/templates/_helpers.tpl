@@ -89,6 +89,18 @@ Call: include "traceroute-operator.image" (dict "image" .Values.operator.image "
 {{- end -}}
 {{- end }}
 
+{{/*
+Resources of the bundled Pushgateway: memory from pushgateway.expectedProbes (32Mi plus
+128Ki per probe group, measured 0.1 MiB with the probe's exposition; limit twice the
+request, the heap Go's GC lets grow to), then whatever pushgateway.resources sets.
+*/}}
+{{- define "traceroute-operator.pushgatewayResources" -}}
+{{- $pg := .Values.pushgateway -}}
+{{- $requestMi := add 32 (div (add (int $pg.expectedProbes) 7) 8) -}}
+{{- $derived := dict "requests" (dict "memory" (printf "%dMi" $requestMi)) "limits" (dict "memory" (printf "%dMi" (mul 2 $requestMi))) -}}
+{{- toYaml (mergeOverwrite $derived (deepCopy $pg.resources)) -}}
+{{- end }}
+
 {{/* Namespace of the generated Grafana dashboard ConfigMaps. */}}
 {{- define "traceroute-operator.dashboardsNamespace" -}}
 {{- .Values.monitoring.dashboards.namespace | default .Release.Namespace -}}

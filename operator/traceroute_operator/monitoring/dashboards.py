@@ -35,7 +35,7 @@ DATASOURCE = model.DataSourceRef(type_val="prometheus", uid="${datasource}")
 # Label-set normalisation: the probe's and the operator's groups differ in `job`
 # (and may carry extra --label labels), so joins and merges use these keys only.
 _KEYS = "namespace, probe, target"
-_HOP_KEYS = "namespace, probe, target, flow, ttl"
+_HOP_KEYS = "namespace, probe, target, ttl"
 
 
 class _Ids:
@@ -394,36 +394,38 @@ def build_probe_dashboard() -> dict[str, Any]:
     def stat_panel(title: str, expr: str, description: str) -> stat.Panel:
         return _stat(ids, title, expr, description, span=3)
 
-    def hop_metric(metric: str) -> str:
-        """A per-(flow, ttl) metric labelled with the responder address; '*' when silent."""
+    def hop_metric(metric: str, across_flows: str) -> str:
+        """A per-TTL metric on one row per responder address (its flows in a label);
+        '*' when the TTL was silent. ``across_flows`` (avg, min) folds per-flow series
+        into one per TTL, as probes before the per-TTL metrics pushed them: the join
+        keeps working while such groups are still in the Pushgateway."""
+        per_ttl = f"{across_flows} by ({_HOP_KEYS}) ({metric}{{{sel}}})"
         return (
-            f"max by (ttl, flow, ip) ({metric}{{{sel}}} * on ({_HOP_KEYS}) group_right ()"
+            f"max by (ttl, ip, flows) ({per_ttl} * on ({_HOP_KEYS}) group_right ()"
             f" traceroute_hop_info{{{sel}}}"
-            f' or on ({_HOP_KEYS}) label_replace({metric}{{{sel}}}, "ip", "*", "ip", ""))'
+            f' or on ({_HOP_KEYS}) label_replace({per_ttl}, "ip", "*", "ip", ""))'
         )
 
     hop_columns = [
-        ("A", "traceroute_hop_loss_ratio", "Loss"),
-        ("B", "traceroute_hop_probes_sent", "Sent"),
-        ("C", "traceroute_hop_rtt_min_seconds", "Best"),
-        ("D", "traceroute_hop_rtt_avg_seconds", "Avg"),
-        ("E", "traceroute_hop_rtt_max_seconds", "Worst"),
-        ("F", "traceroute_hop_rtt_stddev_seconds", "StDev"),
+        ("A", "traceroute_hop_loss_ratio", "avg", "Loss"),
+        ("B", "traceroute_hop_rtt_min_seconds", "min", "Best"),
+        ("C", "traceroute_hop_rtt_avg_seconds", "avg", "Avg"),
     ]
     hop_table = (
         table.Panel()
         .id(ids())
         .title("Hops (latest run)")
         .description(
-            "Like mtr: one row per TTL and Paris flow with the responding address ('*' for "
-            "a silent hop), loss and RTT. Loss at a hop whose later hops answer is usually "
-            "ICMP rate limiting on that router, not real loss."
+            "Like mtr: one row per TTL and responding address ('*' for a silent hop) with "
+            "the Paris flows it answered; loss and RTT are per TTL across all flows. Loss "
+            "at a hop whose later hops answer is usually ICMP rate limiting on that "
+            "router, not real loss."
         )
         .datasource(DATASOURCE)
         .targets(
             [
-                _query(hop_metric(metric), ref=ref, instant=True, table_format=True)
-                for ref, metric, _ in hop_columns
+                _query(hop_metric(metric, fold), ref=ref, instant=True, table_format=True)
+                for ref, metric, fold, _ in hop_columns
             ]
         )
         .with_transformation(model.DataTransformerConfig(id_val="merge", options={}))
@@ -431,29 +433,24 @@ def build_probe_dashboard() -> dict[str, Any]:
             model.DataTransformerConfig(
                 id_val="convertFieldType",
                 options={
-                    "conversions": [
-                        {"targetField": "ttl", "destinationType": "number"},
-                        {"targetField": "flow", "destinationType": "number"},
-                    ],
+                    "conversions": [{"targetField": "ttl", "destinationType": "number"}],
                 },
             )
         )
         .with_transformation(
-            model.DataTransformerConfig(
-                id_val="sortBy", options={"sort": [{"field": "ttl"}, {"field": "flow"}]}
-            )
+            model.DataTransformerConfig(id_val="sortBy", options={"sort": [{"field": "ttl"}]})
         )
         .with_transformation(
             model.DataTransformerConfig(
                 id_val="organize",
                 options={
                     "excludeByName": {"Time": True},
-                    "indexByName": {"ttl": 0, "flow": 1, "ip": 2},
+                    "indexByName": {"ttl": 0, "ip": 1, "flows": 2},
                     "renameByName": {
                         "ttl": "Hop",
-                        "flow": "Flow",
                         "ip": "Address",
-                        **{f"Value #{ref}": title for ref, _, title in hop_columns},
+                        "flows": "Flows",
+                        **{f"Value #{ref}": title for ref, _, _, title in hop_columns},
                     },
                 },
             )
@@ -473,10 +470,9 @@ def build_probe_dashboard() -> dict[str, Any]:
             ],
         )
     )
-    for count_column in ("Sent", "Hop", "Flow"):
-        hop_table = hop_table.override_by_name(
-            count_column, [model.DynamicConfigValue(id_val="unit", value="none")]
-        )
+    hop_table = hop_table.override_by_name(
+        "Hop", [model.DynamicConfigValue(id_val="unit", value="none")]
+    )
 
     edges_expr = (
         "max by (id, source, target) ("

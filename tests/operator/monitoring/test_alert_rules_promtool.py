@@ -189,17 +189,17 @@ def test_ecmp_flicker_and_silent_hop_do_not_fire_path_changed(tmp_path: Path) ->
         series("traceroute_path_fingerprint", sel(ecmp), per_run([1111, 2222] * (runs // 2))),
         series(
             "traceroute_hop_info",
-            sel(ecmp, flow="0", ttl="3", ip="10.0.2.1"),
+            sel(ecmp, flows="0", ttl="3", ip="10.0.2.1"),
             per_run([1, None] * (runs // 2)),
         ),
         series(
             "traceroute_hop_info",
-            sel(ecmp, flow="0", ttl="3", ip="10.0.3.1"),
+            sel(ecmp, flows="0", ttl="3", ip="10.0.3.1"),
             per_run([None, 1] * (runs // 2)),
         ),
         series(
             "traceroute_hop_info",
-            sel(silent, flow="0", ttl="4", ip="10.0.4.1"),
+            sel(silent, flows="0", ttl="4", ip="10.0.4.1"),
             per_run([1] * 5 + [None] * (runs - 5)),
         ),
         series("traceroute_path_fingerprint", sel(silent), per_run([3333] * 5 + [4444] * 7)),

@@ -83,11 +83,11 @@ def test_probe_dashboard_has_the_drill_down_panels() -> None:
     assert "== bool" in versus["targets"][0]["expr"]
 
     table = titles["Hops (latest run)"]
-    assert {t["refId"] for t in table["targets"]} == set("ABCDEF")
+    assert {t["refId"] for t in table["targets"]} == set("ABC")
     renames = next(t for t in table["transformations"] if t["id"] == "organize")["options"][
         "renameByName"
     ]
-    assert {"Address", "Loss", "Best", "Avg", "Worst"} <= set(renames.values())
+    assert {"Address", "Flows", "Loss", "Best", "Avg"} <= set(renames.values())
 
     hop_count = titles["Hop count"]
     assert [t["expr"].split("{")[0] for t in hop_count["targets"]] == [

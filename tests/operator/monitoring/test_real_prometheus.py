@@ -14,7 +14,6 @@ deleting the probe's Pushgateway groups removes its series.
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import tempfile
@@ -41,7 +40,7 @@ from traceroute_operator.status import iso
 
 from devcluster.lab import Lab, Topology
 from devcluster.promstack import Prometheus, Pushgateway
-from devcluster.runtime import local_session
+from devcluster.runtime import VENV_BIN, local_session
 from tests.fixtures.lab import LabFactory
 from tests.operator.probes import parsed
 
@@ -49,11 +48,10 @@ pytestmark = pytest.mark.slow
 
 CONFIRM_RUNS = 2
 PROBE_UID = 65534
-VENV_BIN = Path(os.environ.get("TROP_CACHE", "/var/cache/traceroute-operator")) / "venv/bin"
 
 
 def probe_cli() -> str:
-    """The real probe CLI, as installed by `make env`."""
+    """The real probe CLI of this checkout's venv (TROP_VENV), as installed by `make env`."""
     found = shutil.which("traceroute-probe", path=f"{VENV_BIN}:/usr/local/bin:/usr/bin")
     if found is None:
         raise FileNotFoundError("traceroute-probe not installed: run `make env`")
@@ -335,7 +333,7 @@ def test_alerts_and_dashboards_on_real_prometheus(  # noqa: PLR0915 (one lab sce
     )
 
     # the mtr-like table shows the lab's current route, hop by hop
-    table_rows = drill["Hops (latest run)/D"]
+    table_rows = drill["Hops (latest run)/C"]
     by_ttl: dict[int, set[str]] = {}
     for row in table_rows:
         by_ttl.setdefault(int(row["metric"]["ttl"]), set()).add(row["metric"]["ip"])
@@ -368,7 +366,8 @@ def test_ecmp_branches_show_in_the_graph_and_fire_nothing(
     probe_workdir: Path,
 ) -> None:
     """Two equal-cost branches: the Paris flows (UDP, hashed on ports) spread over both.
-    The table has one row per flow, the node graph both branches, and nothing fires.
+    The table has one row per branch address naming its flows, the node graph both
+    branches, and nothing fires.
 
     The kernel's multipath hash has a random seed per lab: with 16 flows the chance
     that all land on one branch is 2 in 65536."""
@@ -403,11 +402,12 @@ def test_ecmp_branches_show_in_the_graph_and_fire_nothing(
     drill = check_dashboard_returns_data(
         prometheus, build_dashboards()["traceroute-probe"], variables, path_changed=False
     )
-    at_fork = {
-        (row["metric"]["flow"], row["metric"]["ip"])
-        for row in drill["Hops (latest run)/D"]
+    at_fork = [
+        (flow, row["metric"]["ip"])
+        for row in drill["Hops (latest run)/C"]
         if row["metric"]["ttl"] == str(fork + 1)
-    }
+        for flow in row["metric"]["flows"].split(",")
+    ]
     assert {ip for _, ip in at_fork} == {branches[0][fork], branches[1][fork]}
     assert len(at_fork) == len({flow for flow, _ in at_fork}), "one address per flow"
     edges = {(r["metric"]["source"], r["metric"]["target"]) for r in drill["Path/edges"]}
