@@ -39,7 +39,7 @@ build() {  # name dockerfile
   fi
   echo "building $image from $2" >&2
   local start=$SECONDS
-  buildah_cmd build --layers -q -f "$root/$2" \
+  buildah_cmd build --layers --force-rm -q -f "$root/$2" \
     --build-arg "BASE=$STANDIN_IMAGE" \
     --volume "$home:/root:ro" \
     -t "$image" "$root" >"$CACHE/images/build-$1.log" 2>&1 \
