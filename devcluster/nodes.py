@@ -131,14 +131,17 @@ class Node:
     def stop(self) -> None:
         if self.rundir is None:
             return
+        # kubelet first (it would restart what containerd loses, and register the Node
+        # again), then the runtime; the shims and containers go with the node's cgroup
+        self.rundir.stop(["kubelet"], grace_seconds=5)
         with KubeRest(self.cluster.kubeconfig) as kube, contextlib.suppress(KubeError, OSError):
             kube.delete(f"/api/v1/nodes/{self.name}")
-        # kubelet first (it would restart what containerd loses), then the runtime; the
-        # shims and containers go with the node's cgroup in remove()
-        self.rundir.stop(["kubelet"], grace_seconds=5)
         self.rundir.stop(["containerd"], grace_seconds=5)
         self.rundir.remove(grace_seconds=2)
         self.rundir = None
+        if self.pod_network is not None:
+            self._unplumb_pod_bridge(self.pod_network)
+            self.pod_network = None
 
     def _start(self) -> None:
         assert self.rundir is not None
@@ -194,6 +197,22 @@ class Node:
             services=self.services,
         )
         self._in_netns(["nft", "-f", "-"], input_text=rules)
+
+    def _unplumb_pod_bridge(self, net: PodNetwork) -> None:
+        """The lab node as the lab made it (the lab may go on without this node)."""
+        if not Path(self.netns_path).exists():
+            return
+        lines = [
+            f"link del {nodeconfig.POD_BRIDGE}",
+            f"addr add {net.node4} dev {net.uplink}",
+            f"addr add {net.node6} dev {net.uplink} nodad",
+        ]
+        for family, gateway in ((4, net.router4), (6, net.router6)):
+            for prefix in self.lab.routes(self.lab_node, family):
+                lines.append(f"route replace {prefix} via {gateway} dev {net.uplink}")
+        with contextlib.suppress(NodeError):
+            self._ip_batch(lines)
+            self._in_netns(["nft", "delete", "table", "inet", nodeconfig.NFT_TABLE])
 
     def _ip_batch(self, lines: Sequence[str]) -> None:
         netns = self.lab.netns(self.lab_node)
