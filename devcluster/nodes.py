@@ -147,6 +147,7 @@ class Node:
         assert self.rundir is not None
         paths = self.paths
         self.rundir.note_cgroup(self.cgroup)
+        self.rundir.note_cleanup_hook("devcluster.nodes:remove_runtime_leftovers")
         network_name = f"trop-{paths.root.name}"
         # libcni's result cache has no per-runtime setting in containerd 1.6
         self.rundir.note_owned_glob(f"/var/lib/cni/results/{network_name}-*")
@@ -352,6 +353,28 @@ class Node:
             "pod_subnet": str(net.node4.network) if net else None,
             "workdir": str(self.paths.root),
         }
+
+
+SHIM_SOCKET_DIR = Path("/run/containerd/s")
+CNI_RESULTS_DIR = Path("/var/lib/cni/results")
+_CRI_NAMESPACE = "k8s.io"
+
+
+def remove_runtime_leftovers(workdir: Path) -> None:
+    """What containerd 1.6 keeps outside a node's root and state for the node's sandboxes
+    and that nothing removes once the shims were killed: the shims' sockets (their address
+    is in each task's bundle) and the loopback network's CNI cache entries. A runtime
+    cleanup hook: called after the node's processes are gone, before its files go."""
+    tasks = NodePaths(workdir).containerd_state / "io.containerd.runtime.v2.task" / _CRI_NAMESPACE
+    if not tasks.is_dir():
+        return
+    for bundle in tasks.iterdir():
+        with contextlib.suppress(OSError):
+            address = (bundle / "address").read_text().strip().removeprefix("unix://")
+            socket = Path(address)
+            if socket.parent == SHIM_SOCKET_DIR:
+                socket.unlink(missing_ok=True)
+        (CNI_RESULTS_DIR / f"cni-loopback-{bundle.name}-lo").unlink(missing_ok=True)
 
 
 def node_ready(node: dict[str, Any]) -> bool:

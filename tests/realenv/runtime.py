@@ -9,6 +9,7 @@ kills exactly the recorded processes (pid + start time, so a recycled pid is nev
 from __future__ import annotations
 
 import contextlib
+import importlib
 import json
 import os
 import re
@@ -16,6 +17,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Mapping, Sequence
@@ -34,6 +36,7 @@ _PIDS_DIR = "pids"
 _CREATED_PATHS = "created-paths"
 _OWNED_CGROUPS = "owned-cgroups"
 _OWNED_GLOBS = "owned-globs"
+_CLEANUP_HOOKS = "cleanup-hooks"
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 # cgroup names a component may own: one path element, never a hierarchy's own files
 _CGROUP_NAME = re.compile(r"^trop-[a-z0-9-]{1,60}$")
@@ -204,6 +207,15 @@ class RuntimeDir:
         with open(self.path / _OWNED_GLOBS, "a") as f:
             f.write(f"{pattern}\n")
 
+    def note_cleanup_hook(self, function: str) -> None:
+        """Remember `module:function`, called with this directory's path before its mounts
+        and files go (after its processes): for leftovers only the component can name."""
+        module, _, name = function.partition(":")
+        if not module or not name:
+            raise ValueError(f"cleanup hook {function!r}: expected module:function")
+        with open(self.path / _CLEANUP_HOOKS, "a") as f:
+            f.write(f"{function}\n")
+
     def log_path(self, name: str) -> Path:
         return self.path / f"{name}.log"
 
@@ -237,6 +249,7 @@ def _remove_everything(path: Path) -> None:
     """What stop() leaves: processes in owned cgroups, mounts under the directory, owned and
     created paths, then the directory itself (never through a mount that is still there)."""
     _kill_owned_cgroups(path)
+    _run_cleanup_hooks(path)
     _remove_created_paths(path)
     _remove_owned_globs(path)
     if unmount_under(path):
@@ -287,6 +300,15 @@ def _kill_owned_cgroups(path: Path) -> None:
                     cgroup.rmdir()
             with contextlib.suppress(OSError):
                 top.rmdir()
+
+
+def _run_cleanup_hooks(path: Path) -> None:
+    for hook in _noted(path, _CLEANUP_HOOKS):
+        module, _, name = hook.partition(":")
+        try:
+            getattr(importlib.import_module(module), name)(path)
+        except Exception as exc:  # one component's failure must not stop the others' cleanup
+            print(f"cleanup hook {hook} for {path} failed: {exc!r}", file=sys.stderr)
 
 
 def _depth(path: Path) -> int:
