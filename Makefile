@@ -15,8 +15,8 @@ env:
 	bash tests/env/bootstrap.sh
 
 lint: env
-	$(PY) -m ruff check probe operator tests
-	$(PY) -m ruff format --check probe operator tests
+	$(PY) -m ruff check probe operator tests devcluster
+	$(PY) -m ruff format --check probe operator tests devcluster
 	$(PY) -m mypy
 
 # Every test: the fast layer and the real-component layer (control plane,

@@ -37,7 +37,7 @@ from devcluster import nodeconfig
 from devcluster.nodeconfig import NodePaths, PodNetwork
 from tests.realenv.controlplane import BIN_DIR, ControlPlane
 from tests.realenv.kubetools import KubeError, KubeRest
-from tests.realenv.lab import Lab
+from tests.realenv.lab import Family, Lab
 from tests.realenv.runtime import CACHE, CGROUP_ROOT, RuntimeDir, wait_until
 
 PAUSE_IMAGE = CACHE / "images" / "pause.oci.tar"
@@ -187,10 +187,7 @@ class Node:
             f"addr add {net.node4} dev {bridge}",
             f"addr add {net.node6} dev {bridge} nodad",
         ]
-        for family, gateway in ((4, net.router4), (6, net.router6)):
-            for prefix in self.lab.routes(self.lab_node, family):
-                lines.append(f"route replace {prefix} via {gateway} dev {bridge}")
-        self._ip_batch(lines)
+        self._ip_batch([*lines, *self._lab_routes(net, bridge)])
         self._in_netns(["sysctl", "-q", "-w", "net.ipv4.ip_forward=1"])
         rules = nodeconfig.node_nftables(
             net,
@@ -208,12 +205,18 @@ class Node:
             f"addr add {net.node4} dev {net.uplink}",
             f"addr add {net.node6} dev {net.uplink} nodad",
         ]
-        for family, gateway in ((4, net.router4), (6, net.router6)):
-            for prefix in self.lab.routes(self.lab_node, family):
-                lines.append(f"route replace {prefix} via {gateway} dev {net.uplink}")
         with contextlib.suppress(NodeError):
-            self._ip_batch(lines)
+            self._ip_batch([*lines, *self._lab_routes(net, net.uplink)])
             self._in_netns(["nft", "delete", "table", "inet", nodeconfig.NFT_TABLE])
+
+    def _lab_routes(self, net: PodNetwork, device: str) -> list[str]:
+        """The lab node's routes (every lab subnet via its router) over `device`."""
+        gateways: dict[Family, str] = {4: net.router4, 6: net.router6}
+        return [
+            f"route replace {prefix} via {gateway} dev {device}"
+            for family, gateway in gateways.items()
+            for prefix in self.lab.routes(self.lab_node, family)
+        ]
 
     def _ip_batch(self, lines: Sequence[str]) -> None:
         netns = self.lab.netns(self.lab_node)
