@@ -26,6 +26,7 @@ if ((${#missing[@]})); then
   # Only right after the install: later, a running prometheus may be a test's own.
   pkill -f '^/usr/bin/prometheus .*--config.file=/etc/prometheus' 2>/dev/null || true
   pkill -f '^/usr/bin/prometheus-pushgateway$' 2>/dev/null || true
+  pkill -f '^/usr/bin/docker-registry serve /etc/docker/registry/config.yml' 2>/dev/null || true
 fi
 
 venv="${TROP_VENV:-$TROP_CACHE/venv}"
