@@ -24,7 +24,6 @@ veths) belongs to the lab. `make clean-lab` removes what a killed run left.
 from __future__ import annotations
 
 import contextlib
-import ipaddress
 import os
 import shutil
 import subprocess
@@ -400,9 +399,3 @@ def _run(argv: Sequence[str], *, input_text: str | None = None) -> str:
     if proc.returncode != 0:
         raise NodeError(f"{' '.join(argv)} failed ({proc.returncode}): {proc.stderr.strip()}")
     return proc.stdout
-
-
-def pod_address_is_on(net: PodNetwork, address: str) -> bool:
-    """Whether a pod address is on this node's pod network (the router's link)."""
-    ip = ipaddress.ip_address(address)
-    return ip in net.node4.network or ip in net.node6.network
