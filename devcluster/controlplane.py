@@ -29,6 +29,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 
+from devcluster.lab import CLUSTER_GATEWAY, ensure_cluster_bridge
 from devcluster.runtime import CACHE, RuntimeDir, free_port, local_session
 
 K8S_VERSION = os.environ.get("K8S_VERSION", "v1.36.3")
@@ -53,6 +54,8 @@ DEFAULT_CONTROLLERS = (
     "ttl-after-finished-controller",
     "clusterrole-aggregation-controller",
 )
+
+NODE_CONTROLLERS = ("node-lifecycle-controller", "pod-garbage-collector-controller")
 
 ADMIN_USER = "trop-admin"
 
@@ -218,8 +221,18 @@ class ControlPlane:
         extra_apiserver_args: Sequence[str] = (),
         start_timeout: float = 90.0,
         detached: bool = False,
+        serve_nodes: bool = False,
     ) -> None:
-        self.controllers = tuple(controllers)
+        """`serve_nodes`: real kubelets will join (devcluster.nodes). The apiserver then
+        listens on the lab's CLUSTER_GATEWAY (kubelets and pods run in network namespaces,
+        where the host's loopback is not theirs), authorizes kubelets as real clusters do
+        (Node authorizer, NodeRestriction) and dials them by InternalIP with a client
+        certificate, verifying their serving certificates against this CA."""
+        # with kubelets: the not-ready taint they register with comes off once they are
+        # Ready (node lifecycle), and the pods of a removed node go (pod GC)
+        self.controllers = tuple(controllers) + (NODE_CONTROLLERS if serve_nodes else ())
+        self.serve_nodes = serve_nodes
+        self.bind_address = CLUSTER_GATEWAY if serve_nodes else "127.0.0.1"
         self.extra_apiserver_args = tuple(extra_apiserver_args)
         self.start_timeout = start_timeout
         self.detached = detached
@@ -237,7 +250,7 @@ class ControlPlane:
 
     @property
     def url(self) -> str:
-        return f"https://127.0.0.1:{self.port}"
+        return f"https://{self.bind_address}:{self.port}"
 
     @property
     def kubeconfig(self) -> Path:
@@ -261,6 +274,8 @@ class ControlPlane:
                 f"control-plane binaries missing in {BIN_DIR}: run `make env` "
                 "(devcluster/env/build-control-plane.sh)"
             )
+        if self.serve_nodes:
+            ensure_cluster_bridge()
         # a port picked free can be taken before the server binds it: retry a bounded number
         last: Exception | None = None
         for _attempt in range(3):
@@ -292,7 +307,7 @@ class ControlPlane:
         self._write_pki()
         self.etcd_port = free_port()
         peer_port = free_port()
-        self.port = free_port()
+        self.port = free_port(self.bind_address)
         self._write_kubeconfigs()
         die_with_owner = not self.detached
 
@@ -326,17 +341,15 @@ class ControlPlane:
             [
                 str(BIN_DIR / "kube-apiserver"),
                 f"--etcd-servers={etcd_url}",
-                "--bind-address=127.0.0.1",
-                "--advertise-address=127.0.0.1",
+                f"--bind-address={self.bind_address}",
+                f"--advertise-address={self.bind_address}",
                 f"--secure-port={self.port}",
                 f"--cert-dir={pki}",
                 f"--tls-cert-file={pki / 'apiserver.crt'}",
                 f"--tls-private-key-file={pki / 'apiserver.key'}",
                 f"--client-ca-file={pki / 'ca.crt'}",
                 f"--service-cluster-ip-range={SERVICE_CLUSTER_IP_RANGE}",
-                "--authorization-mode=RBAC",
-                # PodSecurity is in the default set; naming it keeps it on if defaults change
-                "--enable-admission-plugins=PodSecurity,ServiceAccount,NamespaceLifecycle",
+                *self._authorization_args(),
                 f"--service-account-issuer={SERVICE_ACCOUNT_ISSUER}",
                 f"--service-account-key-file={pki / 'sa.pub'}",
                 f"--service-account-signing-key-file={pki / 'sa.key'}",
@@ -379,6 +392,23 @@ class ControlPlane:
             time.sleep(1.0)
             if kcm.poll() is not None:
                 raise ControlPlaneError(self._died("kube-controller-manager", kcm.returncode))
+
+    def _authorization_args(self) -> list[str]:
+        # PodSecurity is in the default set; naming it keeps it on if defaults change
+        plugins = ["PodSecurity", "ServiceAccount", "NamespaceLifecycle"]
+        if not self.serve_nodes:
+            return ["--authorization-mode=RBAC", f"--enable-admission-plugins={','.join(plugins)}"]
+        pki = self.workdir / "pki"
+        return [
+            # kubelets as system:node:<name>: each reads and writes only its own objects
+            "--authorization-mode=Node,RBAC",
+            f"--enable-admission-plugins={','.join([*plugins, 'NodeRestriction'])}",
+            # a node's name is not in any DNS here: dial the address the kubelet reports
+            "--kubelet-preferred-address-types=InternalIP",
+            f"--kubelet-certificate-authority={pki / 'ca.crt'}",
+            f"--kubelet-client-certificate={pki / 'kubelet-client.crt'}",
+            f"--kubelet-client-key={pki / 'kubelet-client.key'}",
+        ]
 
     def _wait_http(self, name: str, proc: Any, ready: Any) -> None:
         deadline = time.monotonic() + self.start_timeout
@@ -428,7 +458,7 @@ class ControlPlane:
                 "kubernetes.default.svc",
                 "kubernetes.default.svc.cluster.local",
             ),
-            ip_addresses=("127.0.0.1", "::1", "10.96.0.1"),
+            ip_addresses=("127.0.0.1", "::1", "10.96.0.1", CLUSTER_GATEWAY),
             server=True,
         )
         (pki / "apiserver.crt").write_bytes(cert)
@@ -446,6 +476,14 @@ class ControlPlane:
         admin_cert, admin_key = ca.issue(ADMIN_USER, organizations=("system:masters",))
         (pki / "admin.crt").write_bytes(admin_cert)
         (pki / "admin.key").write_bytes(admin_key)
+        # what the apiserver shows kubelets (logs, exec); the kubelets ask the apiserver
+        # whether it may (webhook authorization): system:masters may
+        client_cert, client_key = ca.issue(
+            "kube-apiserver-kubelet-client", organizations=("system:masters",)
+        )
+        (pki / "kubelet-client.crt").write_bytes(client_cert)
+        (pki / "kubelet-client.key").write_bytes(client_key)
+        self._ca = ca
         self._users["admin"] = (admin_cert, admin_key)
         # its own identity (shows in audit/RBAC errors); system:masters so that every
         # controller can do its job without per-controller ServiceAccounts
@@ -463,6 +501,34 @@ class ControlPlane:
                 client_cert_pem=cert,
                 client_key_pem=key,
             )
+
+    def issue_certificate(
+        self,
+        common_name: str,
+        *,
+        organizations: Sequence[str] = (),
+        dns_names: Sequence[str] = (),
+        ip_addresses: Sequence[str] = (),
+        server: bool = False,
+    ) -> tuple[bytes, bytes]:
+        """(certificate PEM, key PEM) from this control plane's CA (kubelet identities)."""
+        return self._ca.issue(
+            common_name,
+            organizations=organizations,
+            dns_names=dns_names,
+            ip_addresses=ip_addresses,
+            server=server,
+        )
+
+    def kubeconfig_for_certificate(self, user: str, cert: bytes, key: bytes, path: Path) -> Path:
+        return write_kubeconfig(
+            path,
+            server=self.url,
+            ca_pem=self.ca_file.read_bytes(),
+            user=user,
+            client_cert_pem=cert,
+            client_key_pem=key,
+        )
 
     # clients -------------------------------------------------------------------------------
     def api_client(self) -> k8s.ApiClient:

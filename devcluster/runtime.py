@@ -9,12 +9,15 @@ kills exactly the recorded processes (pid + start time, so a recycled pid is nev
 from __future__ import annotations
 
 import contextlib
+import importlib
 import json
 import os
+import re
 import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Mapping, Sequence
@@ -31,6 +34,12 @@ VENV_BIN = Path(os.environ.get("TROP_VENV", str(CACHE / "venv"))) / "bin"
 _OWNER_FILE = "owner.json"
 _PIDS_DIR = "pids"
 _CREATED_PATHS = "created-paths"
+_OWNED_CGROUPS = "owned-cgroups"
+_OWNED_GLOBS = "owned-globs"
+_CLEANUP_HOOKS = "cleanup-hooks"
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+# cgroup names a component may own: one path element, never a hierarchy's own files
+_CGROUP_NAME = re.compile(r"^trop-[a-z0-9-]{1,60}$")
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -183,6 +192,30 @@ class RuntimeDir:
         with open(self.path / _CREATED_PATHS, "a") as f:
             f.write(f"{path}\n")
 
+    def note_cgroup(self, name: str) -> None:
+        """Remember a top-level cgroup (`trop-...`, in every hierarchy under CGROUP_ROOT) that
+        this component owns: removal kills every process in its tree, then removes it. This
+        catches what no pidfile names (a runtime's shims and their containers)."""
+        if not _CGROUP_NAME.match(name):
+            raise ValueError(f"cgroup name {name!r}: must match {_CGROUP_NAME.pattern}")
+        with open(self.path / _OWNED_CGROUPS, "a") as f:
+            f.write(f"{name}\n")
+
+    def note_owned_glob(self, pattern: str) -> None:
+        """Remember files outside this directory that belong to it alone (a runtime's cache
+        entries under its own network name): removal deletes every file the glob matches."""
+        with open(self.path / _OWNED_GLOBS, "a") as f:
+            f.write(f"{pattern}\n")
+
+    def note_cleanup_hook(self, function: str) -> None:
+        """Remember `module:function`, called with this directory's path before its mounts
+        and files go (after its processes): for leftovers only the component can name."""
+        module, _, name = function.partition(":")
+        if not module or not name:
+            raise ValueError(f"cleanup hook {function!r}: expected module:function")
+        with open(self.path / _CLEANUP_HOOKS, "a") as f:
+            f.write(f"{function}\n")
+
     def log_path(self, name: str) -> Path:
         return self.path / f"{name}.log"
 
@@ -209,8 +242,112 @@ class RuntimeDir:
 
     def remove(self, grace_seconds: float = 5.0) -> None:
         self.stop(grace_seconds=grace_seconds)
-        _remove_created_paths(self.path)
-        shutil.rmtree(self.path, ignore_errors=True)
+        _remove_everything(self.path)
+
+
+def _remove_everything(path: Path) -> None:
+    """What stop() leaves: processes in owned cgroups, mounts under the directory, owned and
+    created paths, then the directory itself (never through a mount that is still there)."""
+    _kill_owned_cgroups(path)
+    _run_cleanup_hooks(path)
+    _remove_created_paths(path)
+    _remove_owned_globs(path)
+    if unmount_under(path):
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def _noted(path: Path, name: str) -> list[str]:
+    try:
+        return [line for line in (path / name).read_text().split("\n") if line]
+    except FileNotFoundError:
+        return []
+
+
+def cgroup_dirs(name: str) -> list[Path]:
+    """The directories of top-level cgroup `name` in every mounted hierarchy."""
+    if not CGROUP_ROOT.is_dir():
+        return []
+    return [h / name for h in sorted(CGROUP_ROOT.iterdir()) if (h / name).is_dir()]
+
+
+def cgroup_pids(name: str) -> set[int]:
+    """Every process in the tree of top-level cgroup `name` (any hierarchy)."""
+    pids: set[int] = set()
+    for top in cgroup_dirs(name):
+        for procs in top.rglob("cgroup.procs"):
+            with contextlib.suppress(OSError, ValueError):
+                pids |= {int(p) for p in procs.read_text().split()}
+    return pids
+
+
+def _kill_owned_cgroups(path: Path) -> None:
+    for name in _noted(path, _OWNED_CGROUPS):
+        if not _CGROUP_NAME.match(name):
+            continue
+        # bounded: a process forking as fast as it is killed would otherwise keep this busy
+        for _round in range(50):
+            pids = cgroup_pids(name)
+            if not pids:
+                break
+            for pid in pids:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(pid, signal.SIGKILL)
+            time.sleep(0.1)
+        for top in cgroup_dirs(name):
+            # children before parents
+            for cgroup in sorted((d for d in top.rglob("*") if d.is_dir()), key=_depth):
+                with contextlib.suppress(OSError):
+                    cgroup.rmdir()
+            with contextlib.suppress(OSError):
+                top.rmdir()
+
+
+def _run_cleanup_hooks(path: Path) -> None:
+    for hook in _noted(path, _CLEANUP_HOOKS):
+        module, _, name = hook.partition(":")
+        try:
+            getattr(importlib.import_module(module), name)(path)
+        except Exception as exc:  # one component's failure must not stop the others' cleanup
+            print(f"cleanup hook {hook} for {path} failed: {exc!r}", file=sys.stderr)
+
+
+def _depth(path: Path) -> int:
+    return -len(path.parts)
+
+
+def _remove_owned_globs(path: Path) -> None:
+    for pattern in _noted(path, _OWNED_GLOBS):
+        base = Path(pattern).parent
+        for match in base.glob(Path(pattern).name) if base.is_dir() else ():
+            with contextlib.suppress(OSError):
+                if match.is_file() or match.is_symlink():
+                    match.unlink()
+
+
+def mounts_under(path: Path) -> list[Path]:
+    """Mount points at or below `path`, deepest first (from /proc/self/mountinfo)."""
+    root = os.path.realpath(path)
+    found = []
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            # field 5 is the mount point, with spaces and the like octal-escaped
+            point = re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), line.split()[4])
+            if point == root or point.startswith(root + "/"):
+                found.append(Path(point))
+    return sorted(set(found), key=_depth)
+
+
+def unmount_under(path: Path) -> bool:
+    """Detach every mount at or below `path`; True when none is left."""
+    for _round in range(3):
+        points = mounts_under(path)
+        if not points:
+            return True
+        for point in points:
+            subprocess.run(
+                ["umount", "-l", str(point)], capture_output=True, timeout=30, check=False
+            )
+    return not mounts_under(path)
 
 
 def _read_records(path: Path) -> list[ProcessRecord]:
@@ -273,8 +410,7 @@ def cleanup_stale(*, include_manual: bool = False) -> list[Path]:
     for path in runtime_dirs():
         if is_stale(path) or (include_manual and is_manual(path)):
             terminate(_read_records(path), grace_seconds=3.0)
-            _remove_created_paths(path)
-            shutil.rmtree(path, ignore_errors=True)
+            _remove_everything(path)
             removed.append(path)
     return removed
 

@@ -10,7 +10,10 @@ mkdir -p "$TROP_CACHE"
 chmod 755 "$TROP_CACHE"
 
 apt_packages=(prometheus-pushgateway prometheus traceroute mtr-tiny scamper nftables iproute2
-              python3.11-venv util-linux unzip openssl procps)
+              python3.11-venv util-linux unzip openssl procps
+              # real nodes: runtime, CNI, image builds, the private registry
+              containerd runc containernetworking-plugins buildah podman debootstrap
+              docker-registry apache2-utils)
 missing=()
 for p in "${apt_packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -23,6 +26,7 @@ if ((${#missing[@]})); then
   # Only right after the install: later, a running prometheus may be a test's own.
   pkill -f '^/usr/bin/prometheus .*--config.file=/etc/prometheus' 2>/dev/null || true
   pkill -f '^/usr/bin/prometheus-pushgateway$' 2>/dev/null || true
+  pkill -f '^/usr/bin/docker-registry serve /etc/docker/registry/config.yml' 2>/dev/null || true
 fi
 
 venv="${TROP_VENV:-$TROP_CACHE/venv}"
@@ -47,6 +51,10 @@ echo "== control plane"
 bash "$here/build-control-plane.sh"
 echo "== kstatus helper (sigs.k8s.io/cli-utils)"
 bash "$here/build-kstatus.sh"
+echo "== kubelet, kube-scheduler, pause image"
+bash "$here/build-node.sh"
+echo "== images (probe, operator, Pushgateway) on the local Debian base stand-in"
+bash "$here/build-images.sh" | tail -1
 echo "== helm and kubectl"
 bash "$here/install-helm-kubectl.sh"
 if [[ -f "$here/build-prometheus-operator-crds.sh" ]]; then
