@@ -15,7 +15,7 @@ DOCKERFILES = [
     ROOT / "probe" / "Dockerfile",
     ROOT / "operator" / "Dockerfile",
     # the tests' stand-in for the chart's bundled Pushgateway (Debian's binary)
-    ROOT / "tests" / "env" / "images" / "pushgateway.Dockerfile",
+    ROOT / "devcluster" / "env" / "images" / "pushgateway.Dockerfile",
 ]
 
 
