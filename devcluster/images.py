@@ -6,12 +6,11 @@ from __future__ import annotations
 
 import subprocess
 from dataclasses import dataclass
-from pathlib import Path
 
+from devcluster.paths import ENV_SCRIPTS
 from devcluster.registry import Registry
 
-ENV_DIR = Path(__file__).resolve().parent.parent / "tests" / "env"
-BUILD_SCRIPT = ENV_DIR / "build-images.sh"
+BUILD_SCRIPT = ENV_SCRIPTS / "build-images.sh"
 LOCAL_REPO = "localhost/traceroute-operator"
 # repository paths in a registry: the chart's (its pushgateway.image.repository too)
 REPOSITORIES = {
@@ -55,7 +54,7 @@ def push(images: BuiltImages, name: str, registry: Registry, timeout: float = 60
     returns the reference a pod uses."""
     remote = f"{registry.host}/{REPOSITORIES[name]}:{images.tag}"
     script = (
-        f'source "{ENV_DIR / "buildah-env.sh"}" && '
+        f'source "{ENV_SCRIPTS / "buildah-env.sh"}" && '
         'buildah_cmd push -q --cert-dir "$1" --creds "$2" "$3" "docker://$4"'
     )
     proc = subprocess.run(
