@@ -17,9 +17,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from devcluster.paths import ENV_SCRIPTS
 from devcluster.runtime import CACHE
 
-SOURCE = Path(__file__).resolve().parents[1] / "env" / "kstatus"
+SOURCE = ENV_SCRIPTS / "kstatus"
 
 
 def binary() -> Path:
