@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import errno
 import ipaddress
 import json
 import math
+import os
 import statistics
 import zlib
 from dataclasses import dataclass, field
@@ -86,8 +88,16 @@ class Hop:
 
 @dataclass
 class TargetError:
-    kind: str  # resolve | permission | socket | internal
+    kind: str  # resolve | permission | socket | send | internal
     message: str
+
+
+def errno_text(err: OSError) -> str:
+    """``ENETUNREACH: Network is unreachable``: the errno's name and the kernel's message."""
+    if not isinstance(err.errno, int):
+        return str(err)
+    name = errno.errorcode.get(err.errno, f"errno {err.errno}")
+    return f"{name}: {os.strerror(err.errno)}"
 
 
 @dataclass

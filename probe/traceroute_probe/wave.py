@@ -18,7 +18,7 @@ from .options import PROTOCOLS, TargetSpec, WaveOptions
 from .pacing import NS
 from .result import TargetError, TargetResult
 from .schedule import Schedule, TargetPlan
-from .sockets import SocketOpenError
+from .sockets import SendError, SocketOpenError
 from .transports import Destination, Endpoint, RunIdentity, Transport, TransportPool
 
 _MAX_TURNS = 10_000_000  # bounded; the deadline ends the loop long before
@@ -77,6 +77,8 @@ def _open(
                 carrier = pool.open(Destination(index, address, family), flows[index])
             except SocketOpenError as err:
                 error = TargetError(err.kind, str(err))
+            except SendError as err:  # the route lookup while opening: no way there
+                error = TargetError("send", str(err))
             except OSError as err:
                 error = TargetError("socket", f"cannot open socket: {err.strerror or err}")
         carriers.append(carrier)
