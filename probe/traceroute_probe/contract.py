@@ -87,6 +87,7 @@ class TargetKey:
     LOSS: Final = "l"  # destination loss ratio
     RTT: Final = "rtt"  # mean destination RTT, ms; absent if dropped
     ERROR: Final = "e"  # "kind: message", only for a target that could not be traced
+    REJECTED: Final = "x"  # replies that failed a check (forged, corrupt, stale); absent if 0
 
 
 # --- 4. the Pushgateway group ----------------------------------------------------------------

@@ -221,8 +221,14 @@ class Schedule:
     def on_event(self, event: Event) -> None:
         if isinstance(event, FlowFreed):
             self.targets[event.target].in_flight.pop(event.flow, None)
-        else:
+        elif isinstance(event, Answer):
             self.on_answer(event)
+        # Rejected replies are counted by the loop and never touch the schedule.
+
+    def was_sent(self, probe_id: ProbeId) -> bool:
+        """Whether ``probe_id`` went out: an answer to any other probe is not one."""
+        cell = self.targets[probe_id.target].cells.get((probe_id.flow, probe_id.ttl))
+        return cell is not None and probe_id.attempt in cell.probes
 
     # --- sending -------------------------------------------------------------------------
 

@@ -27,6 +27,9 @@ from .result import errno_text
 
 MSG_ERRQUEUE = 0x2000
 _DRAIN_LIMIT = 256  # bounded per wake-up; the loop comes back for the rest
+# Whole ICMP errors (IPv6 quotes up to 1280 bytes, RFC 4884 extensions on top): a cut-off
+# one would fail its checksum.
+_RECV_SIZE = 4096
 
 # A datagram socket with IP_RECVERR sets sk_err for every ICMP error it queues (any errno
 # the kernel maps an ICMP type/code to, and ee_origin values when the error queue is read
@@ -69,11 +72,15 @@ def _any_address(family: int) -> str:
 
 @dataclass
 class Received:
+    """One message read: for the error queue, ``address`` and ``port`` are the original
+    destination of the packet the error quotes (the kernel's ``msg_name``)."""
+
     data: bytes
     ancdata: list[tuple[int, int, bytes]]
     address: str | None
     rx_ns: int
     from_error_queue: bool
+    port: int | None = None
 
 
 class ProbeSocket:
@@ -139,7 +146,7 @@ class ProbeSocket:
         out: list[Received] = []
         for _ in range(_DRAIN_LIMIT):
             try:
-                data, ancdata, _msg_flags, address = self.sock.recvmsg(2048, 512, flags)
+                data, ancdata, _msg_flags, address = self.sock.recvmsg(_RECV_SIZE, 512, flags)
             except BlockingIOError:
                 break
             except InterruptedError:
@@ -150,7 +157,8 @@ class ProbeSocket:
                 continue  # a pending error reported on the data path: consumed, read on
             rx_ns = time.time_ns()
             host = address[0] if isinstance(address, tuple) and address else None
-            out.append(Received(data, list(ancdata), host, rx_ns, bool(flags & MSG_ERRQUEUE)))
+            port = address[1] if isinstance(address, tuple) and len(address) > 1 else None
+            out.append(Received(data, list(ancdata), host, rx_ns, bool(flags & MSG_ERRQUEUE), port))
         return out
 
     def close(self) -> None:

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import selectors
 import time
+from collections import Counter
 from collections.abc import Sequence
 from typing import cast
 
-from .events import ProbeId
+from .events import Answer, Event, ProbeId, Rejected, RejectReason
 from .flows import Flow, derive_flows
 from .options import PROTOCOLS, TargetSpec, WaveOptions
 from .pacing import NS
@@ -135,18 +136,33 @@ def _run(
     carriers, plans = _open(specs, flows, pool)
     schedule = Schedule(plans, opts, start_ns)
     wire = _Wire(carriers)
+    rejected: list[Counter[str]] = [Counter() for _ in specs]
     for _ in range(_MAX_TURNS):
         wake_ns = schedule.step(time.time_ns, wire)
         if wake_ns is None:
             break
         for endpoint in selector.ready(max(0.0, (wake_ns - time.time_ns()) / NS)):
-            for event in endpoint.read():
-                schedule.on_event(event)
+            _feed(schedule, endpoint.read(), rejected)
     end_ns = time.time_ns()
-    return [
+    results = [
         _result(schedule, i, spec, flows[i], start_ns=start_ns, end_ns=end_ns)
         for i, spec in enumerate(specs)
     ]
+    for result, counts in zip(results, rejected, strict=True):
+        result.rejected_replies = dict(sorted(counts.items()))
+    return results
+
+
+def _feed(schedule: Schedule, events: list[Event], rejected: list[Counter[str]]) -> None:
+    """Hand the schedule what the transports matched; count what failed a check (an
+    answer to a probe never sent included): it never changes a result."""
+    for event in events:
+        if isinstance(event, Rejected):
+            rejected[event.target][event.reason.value] += 1
+        elif isinstance(event, Answer) and not schedule.was_sent(event.probe):
+            rejected[event.probe.target][RejectReason.SEQUENCE.value] += 1
+        else:
+            schedule.on_event(event)
 
 
 def run_wave(

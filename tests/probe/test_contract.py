@@ -64,7 +64,14 @@ def test_the_termination_message_uses_the_contract_keys() -> None:
         duration_seconds=1.5,
         targets=[
             TargetResult("a", "10.0.0.1", 4, "icmp", reached=True, hop_count=0),
-            TargetResult("b", None, None, "icmp", error=TargetError("resolve", "no address")),
+            TargetResult(
+                "b",
+                None,
+                None,
+                "icmp",
+                error=TargetError("resolve", "no address"),
+                rejected_replies={"checksum": 2, "destination": 1},
+            ),
         ],
         errors=["b: resolve: no address"],
         exit_code=int(ExitCode.RESOLVE),
@@ -74,8 +81,9 @@ def test_the_termination_message_uses_the_contract_keys() -> None:
     assert doc[MessageKey.VERSION] == RESULT_FORMAT_VERSION
     assert doc[MessageKey.EXIT_CODE] == ExitCode.RESOLVE
     first, second = doc[MessageKey.TARGETS]
-    assert set(first) == _keys(TargetKey) - {TargetKey.ERROR}
+    assert set(first) == _keys(TargetKey) - {TargetKey.ERROR, TargetKey.REJECTED}
     assert set(second) == _keys(TargetKey)
+    assert second[TargetKey.REJECTED] == 3
 
 
 def test_reserved_labels_are_refused_as_extra_labels() -> None:
