@@ -137,19 +137,25 @@ def _run(
     schedule = Schedule(plans, opts, start_ns)
     wire = _Wire(carriers)
     rejected: list[Counter[str]] = [Counter() for _ in specs]
-    for _ in range(_MAX_TURNS):
-        wake_ns = schedule.step(time.time_ns, wire)
-        if wake_ns is None:
-            break
-        for endpoint in selector.ready(max(0.0, (wake_ns - time.time_ns()) / NS)):
-            _feed(schedule, endpoint.read(), rejected)
+    failure: TargetError | None = None
+    try:
+        for _ in range(_MAX_TURNS):
+            wake_ns = schedule.step(time.time_ns, wire)
+            if wake_ns is None:
+                break
+            for endpoint in selector.ready(max(0.0, (wake_ns - time.time_ns()) / NS)):
+                _feed(schedule, endpoint.read(), rejected)
+    except Exception as err:  # a bug: the run ends, what it measured is still the result
+        failure = TargetError("internal", f"{type(err).__name__}: {err}")
     end_ns = time.time_ns()
     results = [
         _result(schedule, i, spec, flows[i], start_ns=start_ns, end_ns=end_ns)
         for i, spec in enumerate(specs)
     ]
-    for result, counts in zip(results, rejected, strict=True):
+    for index, (result, counts) in enumerate(zip(results, rejected, strict=True)):
         result.rejected_replies = dict(sorted(counts.items()))
+        if failure is not None and result.error is None and not schedule.targets[index].complete:
+            result.error = failure
     return results
 
 
