@@ -15,6 +15,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from traceroute_probe.contract import MEASURED_EXIT_CODES
+
 from .context import OperatorContext
 from .naming import CONTAINER_NAME, LABEL_PROBE, LABEL_PROBE_UID
 from .pushgateway import PushgatewayError, operator_endpoint, push_verdict, verdict_exposition
@@ -222,11 +224,12 @@ class RunReader:
 
 
 def _run_outcome(report: RunReport | None) -> str:
-    """Label value of traceroute_operator_runs_total."""
+    """Label value of traceroute_operator_runs_total. An unreachable target is what the
+    run measured (the probe exits 0 for it; 1 from older probes), not a failed run."""
     if report is None:
         return "no_result"
     if any(not t.reached for t in report.targets):
         return "unreachable"
-    if report.exit_code not in (0, 1):
+    if report.exit_code not in MEASURED_EXIT_CODES:
         return "failed"
     return "reached"

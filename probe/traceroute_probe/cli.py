@@ -1,10 +1,11 @@
 """``traceroute-probe``: trace targets, print a table or JSON, push metrics, write the
-termination message. Exit codes (``contract.ExitCode``, docs/contracts.md section 1;
-the highest wins when several apply):
+termination message. Exit codes (``contract.ExitCode``, docs/contracts.md section 1):
+non-zero only when the probe itself failed; what it measured, reached or not, is in the
+result. The highest wins when several apply:
 
-0 every target reached (and push ok), 1 a target unreachable, 2 bad arguments,
-3 a target did not resolve, 4 no permission / socket could not be opened (or an
-internal error), 5 push failed.
+0 measured (every target traced, whatever the outcome), 2 bad arguments, 3 no target
+resolved, 4 no permission / a socket could not be opened (or an internal error),
+5 push failed.
 """
 
 from __future__ import annotations
@@ -13,26 +14,24 @@ import argparse
 import ipaddress
 import json
 import os
+import re
 import socket
 import sys
 import time
+import urllib.parse
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import NoReturn
 
 from . import __version__
-from .contract import MAX_TARGETS, TERMINATION_LOG_PATH, ExitCode, Flag
+from .contract import MAX_TARGETS, OUTCOME_ERROR_KINDS, TERMINATION_LOG_PATH, ExitCode, Flag
 from .options import PROTOCOLS, TargetSpec, WaveOptions
 from .result import RunResult, TargetError, TargetResult, termination_message
 from .table import render
 from .wave import run_wave
 
-_ERROR_EXIT = {
-    "resolve": ExitCode.RESOLVE,
-    "permission": ExitCode.PERMISSION,
-    "socket": ExitCode.PERMISSION,
-}
 PROG = "traceroute-probe"
+_HOST_NAME = re.compile(r"^[A-Za-z0-9_](?:[A-Za-z0-9_.-]*[A-Za-z0-9_])?\.?$")
 
 
 class UsageError(Exception):
@@ -68,12 +67,43 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _pushgateway_url(text: str) -> str:
+    """An http(s) URL with a host and a port in 1..65535, checked before any packet."""
+    if not text or any(ord(c) <= 0x20 or ord(c) >= 0x7F for c in text):
+        raise argparse.ArgumentTypeError(
+            f"not a URL (empty, spaces, control or non-ASCII characters): {text!r}"
+        )
+    try:
+        parts = urllib.parse.urlsplit(text)
+        port = parts.port
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(f"not a URL: {text!r} ({err})") from None
+    if parts.scheme not in ("http", "https"):
+        raise argparse.ArgumentTypeError(f"{text!r}: the scheme must be http or https")
+    host = parts.hostname
+    if not host:
+        raise argparse.ArgumentTypeError(f"{text!r}: no host")
+    if not (_HOST_NAME.match(host) or (":" in host and _is_literal(host))):
+        raise argparse.ArgumentTypeError(f"{text!r}: {host!r} is not a host name or address")
+    if port == 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: the port must be in 1..65535")
+    if parts.username is not None or parts.password is not None:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: credentials in the URL; use {Flag.PUSHGATEWAY_USERNAME_FILE} and "
+            f"{Flag.PUSHGATEWAY_PASSWORD_FILE}"
+        )
+    if parts.query or parts.fragment:
+        raise argparse.ArgumentTypeError(f"{text!r}: a query or fragment has no meaning here")
+    return text
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(
         prog=PROG,
         description="Paris traceroute in one paced wave; unprivileged by default.",
-        epilog="exit codes: 0 reached, 1 unreachable, 2 bad arguments, 3 resolve failure, "
-        "4 permission/socket, 5 push failed (the highest applies)",
+        epilog="exit codes: 0 measured (reached or not: see the result), 2 bad arguments, "
+        "3 no target resolved, 4 permission/socket/internal error, 5 push failed "
+        "(the highest applies)",
     )
     p.add_argument("targets", nargs="+", metavar="TARGET", help="host name or address (1..64)")
     # The flags the operator sets are named by the contract (docs/contracts.md section 2).
@@ -95,7 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(Flag.NAMESPACE, default="default")
     p.add_argument(Flag.PROBE, help="probe name (Pushgateway grouping key)")
-    p.add_argument(Flag.PUSHGATEWAY, metavar="URL")
+    p.add_argument(Flag.PUSHGATEWAY, metavar="URL", type=_pushgateway_url)
     p.add_argument(Flag.PUSHGATEWAY_CA, metavar="FILE")
     p.add_argument(Flag.PUSHGATEWAY_USERNAME_FILE, metavar="FILE")
     p.add_argument(Flag.PUSHGATEWAY_PASSWORD_FILE, metavar="FILE")
@@ -197,12 +227,18 @@ def _is_literal(text: str) -> bool:
 
 
 def _exit_code(results: Sequence[TargetResult], push_failed: bool) -> ExitCode:
+    """Non-zero only for a failure of the probe (contracts.md section 1): a target not
+    reached or refused by the kernel is a measurement; so is a name that does not resolve
+    while another target resolved."""
     code = ExitCode.OK
+    resolved = any(t.address is not None for t in results)
     for t in results:
-        if t.error is not None:
-            code = max(code, _ERROR_EXIT.get(t.error.kind, ExitCode.PERMISSION))
-        elif not t.reached:
-            code = max(code, ExitCode.UNREACHABLE)
+        if t.error is None:
+            continue
+        if t.error.kind == "resolve":
+            code = max(code, ExitCode.OK if resolved else ExitCode.RESOLVE)
+        elif t.error.kind not in OUTCOME_ERROR_KINDS:
+            code = max(code, ExitCode.PERMISSION)
     if push_failed:
         code = max(code, ExitCode.PUSH)
     return code
@@ -236,6 +272,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         _stderr("interrupted")
         return 130
+    except Exception as err:  # a bug outside the trace: one line, never a traceback
+        _stderr(f"internal error: {type(err).__name__}: {err}")
+        return ExitCode.PERMISSION
 
 
 @dataclass(frozen=True)
@@ -337,6 +376,9 @@ def _push(
         push(build_registry(run, labels), settings)
     except PushError as err:
         run.errors.append(f"push: {err}")
+        return False
+    except Exception as err:  # a bug: the result is still printed and written
+        run.errors.append(f"push: internal error: {type(err).__name__}: {err}")
         return False
     return True
 

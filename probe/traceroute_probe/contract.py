@@ -14,19 +14,30 @@ from typing import Final
 
 # --- 1. exit codes --------------------------------------------------------------------------
 class ExitCode(enum.IntEnum):
-    """The probe's exit code; when several apply, the highest wins."""
+    """The probe's exit code: non-zero only when the probe itself failed. What it measured
+    (a target not reached, a name that does not resolve while others were traced, a
+    target the kernel refused to send to) is in the message and the metrics, not here.
+    When several apply, the highest wins."""
 
-    OK = 0  # every target reached (and the push, if any, succeeded)
-    UNREACHABLE = 1  # a target was not reached
-    USAGE = 2  # bad arguments
-    RESOLVE = 3  # a target did not resolve
+    OK = 0  # the run measured what it could: every outcome is in the message and the metrics
+    USAGE = 2  # bad arguments: nothing was sent
+    RESOLVE = 3  # no target resolved: nothing could be traced (the resolver is likely broken)
     PERMISSION = 4  # no permission / a socket could not be opened (also: an internal error)
     PUSH = 5  # the push to the Pushgateway failed
 
 
+# 1 is retired: probes before exit code format 2 exited 1 when a target was not reached.
+# Readers still take it for a run that measured what it was asked to.
+LEGACY_UNREACHABLE: Final = 1
+
 # A run that ended with one of these measured what it was asked to (reached or not);
-# any other code means the run failed.
-MEASURED_EXIT_CODES: Final = frozenset({ExitCode.OK, ExitCode.UNREACHABLE})
+# any other code means the probe failed.
+MEASURED_EXIT_CODES: Final = frozenset({int(ExitCode.OK), LEGACY_UNREACHABLE})
+
+# Per-target error kinds (TargetKey.ERROR) that are outcomes of the measurement, not
+# failures of the probe: the kernel refused to send to the target (no route, a firewall,
+# a bad scope), or the name did not resolve while another target was traced.
+OUTCOME_ERROR_KINDS: Final = frozenset({"send", "resolve"})
 
 
 # --- 2. the command line the operator sets ---------------------------------------------------
@@ -87,6 +98,7 @@ class TargetKey:
     LOSS: Final = "l"  # destination loss ratio
     RTT: Final = "rtt"  # mean destination RTT, ms; absent if dropped
     ERROR: Final = "e"  # "kind: message", only for a target that could not be traced
+    REJECTED: Final = "x"  # replies that failed a check (forged, corrupt, stale); absent if 0
 
 
 # --- 4. the Pushgateway group ----------------------------------------------------------------

@@ -1,5 +1,6 @@
 """What the transports tell the schedule, typed: a probe's identity, a matched answer,
-a flow that may carry its next probe. The schedule never sees a packet or a socket."""
+a flow that may carry its next probe, a reply that failed a check. The schedule never
+sees a packet or a socket."""
 
 from __future__ import annotations
 
@@ -47,4 +48,23 @@ class FlowFreed:
     flow: int
 
 
-Event = Answer | FlowFreed
+class RejectReason(enum.Enum):
+    """Why a reply that named one of our targets was not taken (a bounded label set)."""
+
+    CHECKSUM = "checksum"  # a bad ICMP/TCP checksum: of the reply, the quoted header or segment
+    DESTINATION = "destination"  # the original destination is not the target (or not from it)
+    PROTOCOL = "protocol"  # the quoted packet is not of the probe's protocol
+    FLOW = "flow"  # identifier or ports are not the flow's
+    TOKEN = "token"  # the quoted payload lacks this run's token
+    SEQUENCE = "sequence"  # no sequence, another run's nonce, or a probe never sent
+
+
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    """A reply for ``target`` that failed a check: counted, never an answer."""
+
+    target: int
+    reason: RejectReason
+
+
+Event = Answer | FlowFreed | Rejected

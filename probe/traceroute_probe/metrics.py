@@ -75,6 +75,11 @@ _FAMILIES: dict[str, tuple[tuple[str, ...], str]] = {
         ("target", "from", "to"),
         'Path edges for a node graph: "origin", responder addresses, "*<ttl>" for silence.',
     ),
+    "traceroute_replies_rejected": (
+        ("target", "kind"),
+        "Replies naming the target that failed a check, by kind: checksum, destination, "
+        "protocol, flow, token, sequence. Never an answer; absent when none.",
+    ),
     "traceroute_target_error": (
         ("target", "kind"),
         "1 if the target could not be traced: resolve, permission, socket or internal.",
@@ -142,6 +147,8 @@ def build_registry(run: RunResult, extra_labels: Mapping[str, str]) -> Collector
         name = t.target
         if t.error is not None:
             put("traceroute_target_error", 1, name, t.error.kind)
+        for reason, count in t.rejected_replies.items():
+            put("traceroute_replies_rejected", count, name, reason)
         put("traceroute_reached", 1.0 if t.reached else 0.0, name)
         put("traceroute_hops", t.hop_count, name)
         if t.expected_hops is not None:

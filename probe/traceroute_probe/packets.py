@@ -89,6 +89,25 @@ def internet_checksum(data: bytes) -> int:
     return ~ones_complement_sum(data) & 0xFFFF
 
 
+def checksum_ok(data: bytes) -> bool:
+    """A message carrying its own Internet checksum sums to all ones."""
+    return ones_complement_sum(data) == 0xFFFF
+
+
+def transport_checksum_ok(protocol: int, src: str, dst: str, segment: bytes) -> bool:
+    """The checksum of a complete ICMP, ICMPv6, TCP or UDP segment from ``src`` to ``dst``
+    (all but ICMPv4 cover the pseudo-header; a UDP checksum 0 means none was sent)."""
+    if protocol == IPPROTO_ICMP:
+        return checksum_ok(segment)
+    if protocol == IPPROTO_UDP and len(segment) >= 8 and segment[6:8] == b"\x00\x00":
+        return True
+    try:
+        pseudo = _pseudo_header(src, dst, protocol, len(segment))
+    except ValueError:
+        return False
+    return checksum_ok(pseudo + segment)
+
+
 def _ones_sub(a: int, b: int) -> int:
     total = a + (~b & 0xFFFF)
     while total >> 16:
@@ -174,6 +193,10 @@ class QuotedProbe:
     sport: int | None = None
     dport: int | None = None
     payload: bytes = b""
+    checksum: int | None = None  # the quoted transport header's checksum field
+    # Every checksum the quote lets us verify is right: the quoted IPv4 header's, and
+    # the quoted transport segment's when it is quoted whole (True: nothing to verify).
+    checksums_ok: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,6 +206,9 @@ class IcmpError:
     icmp_type: int
     icmp_code: int
     quote: QuotedProbe
+    # The ICMP checksum of the error itself (True where the kernel verified it: error
+    # queues, ICMPv6 raw sockets).
+    checksum_ok: bool = True
 
     @property
     def is_time_exceeded(self) -> bool:
@@ -208,6 +234,7 @@ class EchoReply:
     ident: int
     sequence: int
     payload: bytes
+    checksum_ok: bool = True  # as IcmpError.checksum_ok
 
 
 @dataclass(frozen=True, slots=True)
@@ -218,6 +245,9 @@ class TcpReply:
     dport: int  # our source port
     ack: int
     flags: int
+    # No checksum here: a destination on this host (a pod beside the probe) sends its
+    # SYN-ACK through veth with the checksum left for a NIC to fill (CHECKSUM_PARTIAL), so a
+    # raw socket would see a bad one on a genuine answer. ICMP is always checksummed whole.
 
 
 Reply = IcmpError | EchoReply | TcpReply
@@ -245,6 +275,25 @@ def parse_ipv4_header(packet: bytes) -> tuple[int, int, str, str, bytes] | None:
     # Quotes are often truncated (total length > what we got); never read past either.
     end = min(len(packet), total_length) if total_length >= ihl else len(packet)
     return ihl, packet[9], _ip4(packet[12:16]), _ip4(packet[16:20]), packet[ihl:end]
+
+
+def _quote4_checksums_ok(packet: bytes, ihl: int, protocol: int, src: str, dst: str) -> bool:
+    """The quoted IPv4 header's checksum, and its transport segment's if quoted whole."""
+    if not checksum_ok(packet[:ihl]):
+        return False
+    total_length = struct.unpack_from("!H", packet, 2)[0]
+    if total_length < ihl or total_length > len(packet):
+        return True  # cut off: the transport checksum cannot be verified
+    return transport_checksum_ok(protocol, src, dst, packet[ihl:total_length])
+
+
+def _quote6_checksums_ok(packet: bytes, protocol: int, src: str, dst: str, data: bytes) -> bool:
+    """The quoted transport segment's checksum when the quoted IPv6 packet is whole
+    (``data``: the rest of ``packet`` from the transport header on)."""
+    start, end = len(packet) - len(data), 40 + struct.unpack_from("!H", packet, 4)[0]
+    if end > len(packet) or end < start:
+        return True  # cut off: cannot be verified
+    return transport_checksum_ok(protocol, src, dst, packet[start:end])
 
 
 def parse_ipv6_header(packet: bytes) -> tuple[int, str, str, bytes] | None:
@@ -281,18 +330,25 @@ def _ipv6_extension(header: int, packet: bytes, offset: int) -> tuple[int, int] 
     return packet[offset], (packet[offset + 1] + 1) * 8
 
 
-def _transport_quote(protocol: int, src: str | None, dst: str | None, data: bytes) -> QuotedProbe:
+def _transport_quote(
+    protocol: int, src: str | None, dst: str | None, data: bytes, checksums_ok: bool = True
+) -> QuotedProbe:
     """Decode what is left of our transport header inside an ICMP error quote."""
     if protocol in (IPPROTO_ICMP, IPPROTO_ICMPV6) and len(data) >= 8:
-        ident, sequence = struct.unpack_from("!HH", data, 4)
-        return QuotedProbe(protocol, src, dst, ident=ident, sequence=sequence, payload=data[8:])
+        checksum, ident, sequence = struct.unpack_from("!HHH", data, 2)
+        return QuotedProbe(
+            protocol, src, dst, ident, sequence, None, None, data[8:], checksum, checksums_ok
+        )
     if protocol == IPPROTO_UDP and len(data) >= 8:
-        sport, dport = struct.unpack_from("!HH", data, 0)
-        return QuotedProbe(protocol, src, dst, sport=sport, dport=dport, payload=data[8:])
+        sport, dport, _length, checksum = struct.unpack_from("!HHHH", data, 0)
+        return QuotedProbe(
+            protocol, src, dst, None, None, sport, dport, data[8:], checksum, checksums_ok
+        )
     if protocol == IPPROTO_TCP and len(data) >= 8:
         sport, dport, seq = struct.unpack_from("!HHI", data, 0)
-        return QuotedProbe(protocol, src, dst, sport=sport, dport=dport, sequence=seq)
-    return QuotedProbe(protocol, src, dst)
+        checksum = struct.unpack_from("!H", data, 16)[0] if len(data) >= 18 else None
+        return QuotedProbe(protocol, src, dst, None, seq, sport, dport, b"", checksum, checksums_ok)
+    return QuotedProbe(protocol, src, dst, checksums_ok=checksums_ok)
 
 
 def _rfc4884_quote(body: bytes, length_words: int, word: int) -> bytes:
@@ -309,16 +365,22 @@ def parse_icmp4_message(message: bytes, responder: str) -> IcmpError | EchoReply
     icmp_type, icmp_code = message[0], message[1]
     if icmp_type == ICMP4_ECHO_REPLY:
         ident, sequence = struct.unpack_from("!HH", message, 4)
-        return EchoReply(responder, 4, ident, sequence, message[8:])
+        return EchoReply(responder, 4, ident, sequence, message[8:], checksum_ok(message))
     if icmp_type not in ICMP4_ERROR_TYPES:
         return None
     body = _rfc4884_quote(message[8:], message[5], 4)
     inner = parse_ipv4_header(body)
     if inner is None:
         return None
-    _, protocol, src, dst, transport = inner
+    ihl, protocol, src, dst, transport = inner
+    quote_ok = _quote4_checksums_ok(body, ihl, protocol, src, dst)
     return IcmpError(
-        responder, 4, icmp_type, icmp_code, _transport_quote(protocol, src, dst, transport)
+        responder,
+        4,
+        icmp_type,
+        icmp_code,
+        _transport_quote(protocol, src, dst, transport, quote_ok),
+        checksum_ok(message),
     )
 
 
@@ -341,12 +403,20 @@ def parse_icmp6_message(message: bytes, responder: str) -> IcmpError | EchoReply
     if icmp_type not in ICMP6_ERROR_TYPES:
         return None
     length_words = message[4] if icmp_type in (ICMP6_DEST_UNREACH, ICMP6_TIME_EXCEEDED) else 0
-    inner = parse_ipv6_header(_rfc4884_quote(message[8:], length_words, 8))
+    body = _rfc4884_quote(message[8:], length_words, 8)
+    inner = parse_ipv6_header(body)
     if inner is None:
         return None
     protocol, src, dst, transport = inner
+    quote_ok = _quote6_checksums_ok(body, protocol, src, dst, transport)
+    # The outer ICMPv6 checksum covers a pseudo-header with our own address: the kernel
+    # verifies it for ICMPv6 sockets (RFC 3542), ours or raw.
     return IcmpError(
-        responder, 6, icmp_type, icmp_code, _transport_quote(protocol, src, dst, transport)
+        responder,
+        6,
+        icmp_type,
+        icmp_code,
+        _transport_quote(protocol, src, dst, transport, quote_ok),
     )
 
 

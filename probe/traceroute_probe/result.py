@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import errno
 import ipaddress
 import json
 import math
+import os
 import statistics
 import zlib
 from dataclasses import dataclass, field
@@ -86,8 +88,16 @@ class Hop:
 
 @dataclass
 class TargetError:
-    kind: str  # resolve | permission | socket | internal
+    kind: str  # resolve | permission | socket | send | internal
     message: str
+
+
+def errno_text(err: OSError) -> str:
+    """``ENETUNREACH: Network is unreachable``: the errno's name and the kernel's message."""
+    if not isinstance(err.errno, int):
+        return str(err)
+    name = errno.errorcode.get(err.errno, f"errno {err.errno}")
+    return f"{name}: {os.strerror(err.errno)}"
 
 
 @dataclass
@@ -105,6 +115,8 @@ class TargetResult:
     error: TargetError | None = None
     expected_hops: int | None = None
     flow_ids: list[dict[str, int]] = field(default_factory=list)
+    # Replies naming this target that failed a check, by reason (events.RejectReason).
+    rejected_replies: dict[str, int] = field(default_factory=dict)
 
     @property
     def destination_loss_ratio(self) -> float:
@@ -166,6 +178,7 @@ class TargetResult:
             "destination_rtt_ms": _round(self.destination_rtt_ms),
             "path_fingerprint": self.path_fingerprint,
             "flows": self.flow_ids,
+            "rejected_replies": dict(self.rejected_replies),
             "hops": hops,
         }
         if self.expected_hops is not None:
@@ -237,6 +250,9 @@ def termination_message(run: RunResult) -> str:
         }
         if t.error is not None:
             entry[TargetKey.ERROR] = _short(f"{t.error.kind}: {t.error.message}")
+        rejected = sum(t.rejected_replies.values())
+        if rejected:
+            entry[TargetKey.REJECTED] = rejected
         entries.append(entry)
     doc: dict[str, Any] = {
         MessageKey.VERSION: RESULT_FORMAT_VERSION,

@@ -38,7 +38,7 @@ from . import packets
 from .events import Answer, AnswerKind, Event, FlowFreed, ProbeId
 from .options import WaveOptions
 from .pacing import NS, PacketBucket, ReleasePlan, TokenModel
-from .result import FlowHop, Hop, TargetError
+from .result import FlowHop, Hop, TargetError, errno_text
 
 Clock = Callable[[], int]  # ns since the epoch, the time base of send and receive times
 
@@ -205,6 +205,8 @@ class Schedule:
             return None
         sent_before = self.sent_total
         waits_for_tokens = self._send_ready(now_ns, wire)
+        if self.done:  # the last targets ended on a send error
+            return None
         if self.sent_total != sent_before:
             # Probes just sent settle later than those known before the send.
             settle_at = self._settle(clock(), wire)
@@ -219,8 +221,14 @@ class Schedule:
     def on_event(self, event: Event) -> None:
         if isinstance(event, FlowFreed):
             self.targets[event.target].in_flight.pop(event.flow, None)
-        else:
+        elif isinstance(event, Answer):
             self.on_answer(event)
+        # Rejected replies are counted by the loop and never touch the schedule.
+
+    def was_sent(self, probe_id: ProbeId) -> bool:
+        """Whether ``probe_id`` went out: an answer to any other probe is not one."""
+        cell = self.targets[probe_id.target].cells.get((probe_id.flow, probe_id.ttl))
+        return cell is not None and probe_id.attempt in cell.probes
 
     # --- sending -------------------------------------------------------------------------
 
@@ -378,20 +386,25 @@ class Schedule:
             if entry.awaited:
                 cell.queued_awaited -= 1
             if live:
-                self._send(target, cell, entry, wire)
+                self._send(target, cell, entry, wire, now_ns)
         waits_for_tokens = len(self.queue) > 0
         for entry in busy_flow:
             heapq.heappush(self.queue, entry)
         return waits_for_tokens
 
-    def _send(self, target: TargetState, cell: Cell, entry: _Queued, wire: Wire) -> None:
+    def _send(
+        self, target: TargetState, cell: Cell, entry: _Queued, wire: Wire, now_ns: int
+    ) -> None:
         probe_id = ProbeId(target.index, entry.flow, entry.ttl, entry.attempt)
         probe = Probe(probe_id, awaited=entry.awaited)
         try:
             probe.sent_ns = wire.transmit(probe_id)
         except OSError as err:
-            target.error = TargetError("socket", f"send: {err.strerror or err}")
+            # The kernel refused this target's probe (no route, a local firewall, a bad
+            # scope): it ends now, with the kernel's error; the other targets go on.
+            target.error = TargetError("send", errno_text(err))
             target.complete = True
+            target.finished_ns = now_ns
             return
         self.packets.take()
         self.sent_total += 1

@@ -23,26 +23,35 @@ from icmplib import ICMPv4Socket, ICMPv6Socket
 from icmplib.exceptions import ICMPSocketError, SocketPermissionError
 
 from .packets import IP_RECVERR, IPV6_RECVERR, SO_TIMESTAMPNS
+from .result import errno_text
 
 MSG_ERRQUEUE = 0x2000
 _DRAIN_LIMIT = 256  # bounded per wake-up; the loop comes back for the rest
+# Whole ICMP errors (IPv6 quotes up to 1280 bytes, RFC 4884 extensions on top): a cut-off
+# one would fail its checksum.
+_RECV_SIZE = 4096
 
-# Errors a datagram socket reports on send/recv because an earlier ICMP error set
-# sk_err; they belong to an earlier probe, not to this call.
-_PENDING_ERRNOS = frozenset(
-    {
-        errno.EHOSTUNREACH,
-        errno.ENETUNREACH,
-        errno.ECONNREFUSED,
-        errno.EPROTO,
-        errno.EACCES,
-        errno.EPERM,
-        errno.ENOPROTOOPT,
-        errno.EMSGSIZE,
-        errno.ETIMEDOUT,
-    }
-)
+# A datagram socket with IP_RECVERR sets sk_err for every ICMP error it queues (any errno
+# the kernel maps an ICMP type/code to, and ee_origin values when the error queue is read
+# with more entries behind), and the next send or data read reports that error instead
+# of doing its job. Such errors belong to earlier replies (forged ones included), never
+# to this call; only these errnos mean the call itself is wrong (a bug, raised as is).
+_BUG_ERRNOS = frozenset({errno.EBADF, errno.ENOTSOCK, errno.EFAULT})
+# A send that fails this often in a row, with the pending error read away before every
+# attempt, failed on its own: a pending error is consumed by the attempt it fails.
+_SEND_ATTEMPTS = 3
 _PERMISSION_ERRNOS = frozenset({errno.EPERM, errno.EACCES})
+
+
+class SendError(OSError):
+    """The kernel refused to send a probe (no route, a local firewall, a bad scope): the
+    target cannot be traced from here. ``str()`` is the kernel's own error."""
+
+    def __init__(self, code: int) -> None:
+        super().__init__(code, os.strerror(code))
+
+    def __str__(self) -> str:
+        return errno_text(self)
 
 
 class SocketOpenError(Exception):
@@ -63,11 +72,15 @@ def _any_address(family: int) -> str:
 
 @dataclass
 class Received:
+    """One message read: for the error queue, ``address`` and ``port`` are the original
+    destination of the packet the error quotes (the kernel's ``msg_name``)."""
+
     data: bytes
     ancdata: list[tuple[int, int, bytes]]
     address: str | None
     rx_ns: int
     from_error_queue: bool
+    port: int | None = None
 
 
 class ProbeSocket:
@@ -101,10 +114,13 @@ class ProbeSocket:
 
         A queued ICMP error of an earlier probe sets the socket error, which the next
         send would report instead of sending: read it away first (SO_ERROR clears it).
+        One that arrives in between fails the attempt and is consumed by it; an error
+        that repeats on every attempt is the kernel's answer to this send: SendError.
         """
         self.set_ttl(ttl)
-        self.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
-        for _ in range(2):
+        code = errno.EIO
+        for _ in range(_SEND_ATTEMPTS):
+            self.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
             sent_ns = time.time_ns()
             try:
                 if address is None:
@@ -113,9 +129,10 @@ class ProbeSocket:
                     self.sock.sendto(data, address)
                 return sent_ns
             except OSError as err:
-                if err.errno not in _PENDING_ERRNOS:
+                if err.errno is None or err.errno in _BUG_ERRNOS:
                     raise
-        raise OSError(errno.EIO, "send failed twice on a pending socket error")
+                code = err.errno
+        raise SendError(code)
 
     def drain(self, *, error_queue: bool) -> list[Received]:
         """Everything readable right now (bounded), error queue first."""
@@ -129,18 +146,19 @@ class ProbeSocket:
         out: list[Received] = []
         for _ in range(_DRAIN_LIMIT):
             try:
-                data, ancdata, _msg_flags, address = self.sock.recvmsg(2048, 512, flags)
+                data, ancdata, _msg_flags, address = self.sock.recvmsg(_RECV_SIZE, 512, flags)
             except BlockingIOError:
                 break
             except InterruptedError:
                 continue
             except OSError as err:
-                if err.errno in _PENDING_ERRNOS:
-                    continue  # pending sk_err reported on the data path; the error queue has it
-                raise
+                if flags & MSG_ERRQUEUE or err.errno in _BUG_ERRNOS | {errno.EINVAL}:
+                    raise
+                continue  # a pending error reported on the data path: consumed, read on
             rx_ns = time.time_ns()
             host = address[0] if isinstance(address, tuple) and address else None
-            out.append(Received(data, list(ancdata), host, rx_ns, bool(flags & MSG_ERRQUEUE)))
+            port = address[1] if isinstance(address, tuple) and len(address) > 1 else None
+            out.append(Received(data, list(ancdata), host, rx_ns, bool(flags & MSG_ERRQUEUE), port))
         return out
 
     def close(self) -> None:
@@ -177,13 +195,22 @@ def ping_ident(probe_socket: ProbeSocket) -> int:
 
 
 def open_udp(family: int, src_port: int, destination: str, dst_port: int) -> ProbeSocket:
+    """A UDP socket bound to ``src_port`` and connected to the destination. connect()
+    looks the route up: its failure (no route, a prohibit route, a bad scope) is the
+    kernel refusing to send there, a SendError."""
     sock = socket.socket(_af(family), socket.SOCK_DGRAM)
     try:
         sock.bind((_any_address(family), src_port))
-        sock.connect((destination, dst_port))
     except OSError:
         sock.close()
         raise
+    try:
+        sock.connect((destination, dst_port))
+    except OSError as err:
+        sock.close()
+        if err.errno is None or err.errno in _BUG_ERRNOS:
+            raise
+        raise SendError(err.errno) from None
     return ProbeSocket(sock, family)
 
 
@@ -219,7 +246,7 @@ def start_tcp_connect(
         raise
     if code not in (0, errno.EINPROGRESS):
         sock.close()
-        raise OSError(code, os.strerror(code))
+        raise SendError(code)  # the route lookup of connect(): the kernel's own error
     return probe_socket, sent_ns
 
 
@@ -267,7 +294,13 @@ def open_raw(family: int, protocol: int) -> ProbeSocket:
 
 
 def source_address(destination: str, family: int) -> str:
-    """The local address the kernel would use towards ``destination`` (no packet sent)."""
+    """The local address the kernel would use towards ``destination`` (no packet sent);
+    SendError when the kernel has no way there."""
     with socket.socket(_af(family), socket.SOCK_DGRAM) as sock:
-        sock.connect((destination, 9))
+        try:
+            sock.connect((destination, 9))
+        except OSError as err:
+            if err.errno is None or err.errno in _BUG_ERRNOS:
+                raise
+            raise SendError(err.errno) from None
         return str(sock.getsockname()[0])

@@ -9,16 +9,17 @@ from __future__ import annotations
 
 import selectors
 import time
+from collections import Counter
 from collections.abc import Sequence
 from typing import cast
 
-from .events import ProbeId
+from .events import Answer, Event, ProbeId, Rejected, RejectReason
 from .flows import Flow, derive_flows
 from .options import PROTOCOLS, TargetSpec, WaveOptions
 from .pacing import NS
 from .result import TargetError, TargetResult
 from .schedule import Schedule, TargetPlan
-from .sockets import SocketOpenError
+from .sockets import SendError, SocketOpenError
 from .transports import Destination, Endpoint, RunIdentity, Transport, TransportPool
 
 _MAX_TURNS = 10_000_000  # bounded; the deadline ends the loop long before
@@ -77,6 +78,8 @@ def _open(
                 carrier = pool.open(Destination(index, address, family), flows[index])
             except SocketOpenError as err:
                 error = TargetError(err.kind, str(err))
+            except SendError as err:  # the route lookup while opening: no way there
+                error = TargetError("send", str(err))
             except OSError as err:
                 error = TargetError("socket", f"cannot open socket: {err.strerror or err}")
         carriers.append(carrier)
@@ -133,18 +136,39 @@ def _run(
     carriers, plans = _open(specs, flows, pool)
     schedule = Schedule(plans, opts, start_ns)
     wire = _Wire(carriers)
-    for _ in range(_MAX_TURNS):
-        wake_ns = schedule.step(time.time_ns, wire)
-        if wake_ns is None:
-            break
-        for endpoint in selector.ready(max(0.0, (wake_ns - time.time_ns()) / NS)):
-            for event in endpoint.read():
-                schedule.on_event(event)
+    rejected: list[Counter[str]] = [Counter() for _ in specs]
+    failure: TargetError | None = None
+    try:
+        for _ in range(_MAX_TURNS):
+            wake_ns = schedule.step(time.time_ns, wire)
+            if wake_ns is None:
+                break
+            for endpoint in selector.ready(max(0.0, (wake_ns - time.time_ns()) / NS)):
+                _feed(schedule, endpoint.read(), rejected)
+    except Exception as err:  # a bug: the run ends, what it measured is still the result
+        failure = TargetError("internal", f"{type(err).__name__}: {err}")
     end_ns = time.time_ns()
-    return [
+    results = [
         _result(schedule, i, spec, flows[i], start_ns=start_ns, end_ns=end_ns)
         for i, spec in enumerate(specs)
     ]
+    for index, (result, counts) in enumerate(zip(results, rejected, strict=True)):
+        result.rejected_replies = dict(sorted(counts.items()))
+        if failure is not None and result.error is None and not schedule.targets[index].complete:
+            result.error = failure
+    return results
+
+
+def _feed(schedule: Schedule, events: list[Event], rejected: list[Counter[str]]) -> None:
+    """Hand the schedule what the transports matched; count what failed a check (an
+    answer to a probe never sent included): it never changes a result."""
+    for event in events:
+        if isinstance(event, Rejected):
+            rejected[event.target][event.reason.value] += 1
+        elif isinstance(event, Answer) and not schedule.was_sent(event.probe):
+            rejected[event.probe.target][RejectReason.SEQUENCE.value] += 1
+        else:
+            schedule.on_event(event)
 
 
 def run_wave(

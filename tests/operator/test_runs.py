@@ -9,7 +9,8 @@ import pytest
 from traceroute_operator.config import OperatorConfig
 from traceroute_operator.context import OperatorContext
 from traceroute_operator.metrics import OperatorMetrics
-from traceroute_operator.runs import FinishedPod, RunReader
+from traceroute_operator.results import parse_termination_message
+from traceroute_operator.runs import FinishedPod, RunReader, _run_outcome
 from traceroute_operator.status import condition, iso
 
 from tests.operator.fakes import (
@@ -21,6 +22,7 @@ from tests.operator.fakes import (
     RecordingPushgateway,
     event_reasons,
     finished,
+    message,
     pod,
     probe_body,
     recording_pushgateway,
@@ -188,3 +190,21 @@ def test_only_finished_probe_pods_are_read() -> None:
     del without_uid_label["metadata"]["labels"]["traceroute.dev/probe-uid"]
     parsed = FinishedPod.from_pod(without_uid_label, Clock())
     assert parsed is not None and parsed.probe.uid is None and parsed.report is not None
+
+
+@pytest.mark.parametrize(
+    ("reached", "code", "outcome"),
+    [
+        (False, 0, "unreachable"),  # the probe measured an outage: exit 0 (issue 11)
+        (False, 1, "unreachable"),  # older probes exited 1 for it
+        (True, 0, "reached"),
+        (True, 1, "reached"),
+        (True, 4, "failed"),
+        (True, 5, "failed"),
+    ],
+)
+def test_the_run_outcome_reads_an_unreachable_target_as_measured(
+    reached: bool, code: int, outcome: str
+) -> None:
+    report = parse_termination_message(message(TS, reached=reached, code=code))
+    assert _run_outcome(report) == outcome

@@ -43,12 +43,15 @@ def test_the_contract_imports_only_the_standard_library() -> None:
 def test_exit_codes_and_limits_are_the_documented_ones() -> None:
     assert [(c.name, int(c)) for c in ExitCode] == [
         ("OK", 0),
-        ("UNREACHABLE", 1),
         ("USAGE", 2),
         ("RESOLVE", 3),
         ("PERMISSION", 4),
         ("PUSH", 5),
     ]
+    # 1 (a target not reached, before issue 11) is retired but still read as measured.
+    assert contract.LEGACY_UNREACHABLE == 1
+    assert sorted(contract.MEASURED_EXIT_CODES) == [0, 1]
+    assert sorted(contract.OUTCOME_ERROR_KINDS) == ["resolve", "send"]
     assert TERMINATION_MESSAGE_LIMIT == 4096
     assert RESULT_FORMAT_VERSION == 1
 
@@ -64,7 +67,14 @@ def test_the_termination_message_uses_the_contract_keys() -> None:
         duration_seconds=1.5,
         targets=[
             TargetResult("a", "10.0.0.1", 4, "icmp", reached=True, hop_count=0),
-            TargetResult("b", None, None, "icmp", error=TargetError("resolve", "no address")),
+            TargetResult(
+                "b",
+                None,
+                None,
+                "icmp",
+                error=TargetError("resolve", "no address"),
+                rejected_replies={"checksum": 2, "destination": 1},
+            ),
         ],
         errors=["b: resolve: no address"],
         exit_code=int(ExitCode.RESOLVE),
@@ -74,8 +84,9 @@ def test_the_termination_message_uses_the_contract_keys() -> None:
     assert doc[MessageKey.VERSION] == RESULT_FORMAT_VERSION
     assert doc[MessageKey.EXIT_CODE] == ExitCode.RESOLVE
     first, second = doc[MessageKey.TARGETS]
-    assert set(first) == _keys(TargetKey) - {TargetKey.ERROR}
+    assert set(first) == _keys(TargetKey) - {TargetKey.ERROR, TargetKey.REJECTED}
     assert set(second) == _keys(TargetKey)
+    assert second[TargetKey.REJECTED] == 3
 
 
 def test_reserved_labels_are_refused_as_extra_labels() -> None:

@@ -17,7 +17,7 @@ from traceroute_probe.transports.icmp_ping import PingMatcher
 from traceroute_probe.transports.icmp_raw import IcmpRawTransport
 from traceroute_probe.transports.tcp_raw import TcpRawTransport
 
-from .test_packets import _ipv4_header
+from .test_packets import _ipv4_header, _with_checksum
 
 FUZZ = settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 TARGET = "10.0.9.2"
@@ -70,9 +70,8 @@ class _SentWave:
         destination = Destination(0, TARGET, 4)
         self.icmp_raw = IcmpRawTransport(self.ids, _NoWatcher())
         self.tcp_raw = TcpRawTransport(self.ids, _NoWatcher(), opts.dst_port)
-        for f in self.flows:
-            self.icmp_raw.routes[(TARGET, f.icmp_id)] = (0, f.index)
-            self.tcp_raw.routes[(TARGET, f.src_port)] = (0, f.index)
+        self.icmp_raw.carry(destination, self.flows)
+        self.tcp_raw.carry(destination, self.flows, "10.0.0.1")
         self.ping = PingMatcher(destination, self.flows[0], self.ids)
 
     @property
@@ -122,7 +121,7 @@ def _time_exceeded_for(
         flow_sum=f.flow_sum,
     )
     inner = _ipv4_header("10.0.0.1", TARGET, 1, len(echo)) + echo
-    message = struct.pack("!BBHI", 11, 0, 0, 0) + inner
+    message = _with_checksum(struct.pack("!BBHI", 11, 0, 0, 0) + inner, 2)
     return _ipv4_header(f"10.0.{ttl}.1", "10.0.0.1", 1, len(message)) + message
 
 

@@ -198,7 +198,7 @@ def test_silent_destination_ends_at_the_gap_limit(
         )
     finally:
         chain.unsilence("target")
-    assert proc.returncode == 1
+    assert proc.returncode == 0, proc.stderr  # an outage measured is a successful run
     assert doc["reached"] is False and doc["hop_count"] == len(truth) - 1
     assert path_of(doc) == [[hop] for hop in truth[:-1]]
     assert doc["destination_loss_ratio"] == 1.0

@@ -26,7 +26,14 @@ def _ipv4_header(src: str, dst: str, proto: int, payload_len: int, options: byte
         ipaddress.IPv4Address(src).packed,
         ipaddress.IPv4Address(dst).packed,
     )
-    return header + options
+    return _with_checksum(header + options, 10)
+
+
+def _with_checksum(data: bytes, offset: int) -> bytes:
+    """``data`` with its Internet checksum at ``offset`` (as a sender fills it in)."""
+    cleared = data[:offset] + b"\x00\x00" + data[offset + 2 :]
+    checksum = packets.internet_checksum(cleared)
+    return cleared[:offset] + struct.pack("!H", checksum) + cleared[offset + 2 :]
 
 
 def _ipv6_header(src: str, dst: str, next_header: int, payload_len: int) -> bytes:
@@ -107,6 +114,7 @@ def _time_exceeded_v4(
         length_byte = len(quote) // 4
         extension = bytes.fromhex("20000000") + bytes.fromhex("00080101") + b"\x00\x01\x41\x01"
     message = struct.pack("!BBHBBH", 11, 0, 0, 0, length_byte, 0) + quote + extension
+    message = _with_checksum(message, 2)
     outer = _ipv4_header("10.0.3.1", "10.0.0.1", packets.IPPROTO_ICMP, len(message))
     return outer + message
 

@@ -387,6 +387,23 @@ def test_a_send_error_fails_only_that_target() -> None:
     run(schedule, net)
     assert schedule.done
     error = schedule.targets[1].error
-    assert error is not None and error.kind == "socket"
-    assert error.message == "send: Network is unreachable"
+    assert error is not None and error.kind == "send"
+    assert error.message == "ENETUNREACH: Network is unreachable"  # the kernel's own error
+    assert schedule.targets[1].finished_ns == START  # ended at its first probe
     assert schedule.hops(0)[0] and not schedule.hops(1)[0]
+
+
+def test_a_send_error_of_the_only_target_ends_the_run_at_once() -> None:
+    class Failing(FakeNetwork):
+        def transmit(self, probe: ProbeId) -> int:
+            raise OSError(13, "Permission denied")
+
+    clock = FakeClock()
+    schedule = Schedule([TargetPlan(TARGET, 4, 3)], WaveOptions(timeout=10.0), START)
+    net = Failing(clock, chain(1, 2))
+    assert schedule.step(clock, net) is None  # no wait for the deadline
+    error = schedule.targets[0].error
+    assert error is not None and (error.kind, error.message) == (
+        "send",
+        "EACCES: Permission denied",
+    )

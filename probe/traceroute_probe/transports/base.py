@@ -4,13 +4,14 @@ transport offers the loop, and the helpers to bind a flow and time a reply."""
 from __future__ import annotations
 
 import errno
+import ipaddress
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
 from .. import packets
-from ..events import Answer, AnswerKind, Event, ProbeId
+from ..events import Answer, AnswerKind, Event, ProbeId, Rejected, RejectReason
 from ..flows import Flow
 from ..sockets import ProbeSocket, Received
 
@@ -55,9 +56,46 @@ class RunIdentity:
         """The answer ``reply`` gives to probe ``sequence`` of the flow, if it is this run's."""
         ttl, attempt, nonce = packets.decode_sequence(sequence)
         if nonce != self.nonce:
-            return []
+            return [Rejected(target, RejectReason.SEQUENCE)]
         probe = ProbeId(target, flow, ttl, attempt)
         return [Answer(probe, rx_ns, reply.responder, answer_kind(reply))]
+
+    def echo_quote_problem(self, quote: packets.QuotedProbe, flow: Flow) -> RejectReason | None:
+        """What is wrong with a quote of one of ``flow``'s echo requests, if anything: the
+        identifier, the checksums (IPv4: the flow's constant one, exactly), the run token.
+        The sequence's nonce is checked by :meth:`answer`."""
+        if quote.protocol not in (packets.IPPROTO_ICMP, packets.IPPROTO_ICMPV6):
+            return RejectReason.PROTOCOL
+        if quote.ident != flow.icmp_id:
+            return RejectReason.FLOW
+        if not quote.checksums_ok or (
+            quote.protocol == packets.IPPROTO_ICMP and quote.checksum != ~flow.flow_sum & 0xFFFF
+        ):
+            return RejectReason.CHECKSUM
+        if not self.payload_ok(quote.payload):
+            return RejectReason.TOKEN
+        if quote.sequence is None:
+            return RejectReason.SEQUENCE
+        return None
+
+
+def same_address(a: str | None, b: str | None) -> bool:
+    """Equal IP addresses, however written (an IPv6 zone left aside)."""
+    if a is None or b is None:
+        return False
+    try:
+        return ipaddress.ip_address(a.split("%")[0]) == ipaddress.ip_address(b.split("%")[0])
+    except ValueError:
+        return False
+
+
+def rejected(target: int, reason: RejectReason) -> list[Event]:
+    return [Rejected(target, reason)]
+
+
+def first_failed(*checks: tuple[bool, RejectReason]) -> RejectReason | None:
+    """The reason of the first check that failed, in the order given."""
+    return next((reason for passed, reason in checks if not passed), None)
 
 
 def answer_kind(reply: packets.Reply) -> AnswerKind:

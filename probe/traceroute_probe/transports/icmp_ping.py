@@ -7,52 +7,74 @@ from dataclasses import dataclass, replace
 from functools import partial
 
 from .. import packets
-from ..events import Event, ProbeId
+from ..events import Event, ProbeId, RejectReason
 from ..flows import Flow
 from ..packets import EchoReply
 from ..sockets import ProbeSocket, Received, bind_ping_ident, open_icmp, ping_ident
-from .base import Destination, FlowSocket, RunIdentity, Watcher, bind_free, rx_time
+from .base import (
+    Destination,
+    FlowSocket,
+    RunIdentity,
+    Watcher,
+    bind_free,
+    first_failed,
+    rejected,
+    rx_time,
+    same_address,
+)
 
 
 @dataclass(frozen=True)
 class PingMatcher:
     """What one flow's ping socket read, matched: errors quoting this flow's echo
-    requests (error queue), echo replies of the destination (data)."""
+    requests to this destination (error queue), echo replies of the destination (data).
+
+    The kernel hands a ping socket every error quoting its identifier, whatever the
+    quoted destination: the original destination it reports (``msg_name`` of the error
+    queue read) must be this target's."""
 
     destination: Destination
     flow: Flow
     ids: RunIdentity
 
     def match(self, item: Received) -> list[Event]:
-        destination = self.destination
-        family = destination.family
         if item.from_error_queue:
-            error = packets.parse_error_queue(
-                item.data,
-                item.ancdata,
-                protocol=packets.IPPROTO_ICMP if family == 4 else packets.IPPROTO_ICMPV6,
-                destination=destination.address,
-            )
-            if (
-                error is None
-                or error.quote.ident != self.flow.icmp_id
-                or not self.ids.payload_ok(error.quote.payload)
-                or error.quote.sequence is None
-            ):
-                return []
-            return self._answer(error.quote.sequence, rx_time(item), error)
+            return self._match_error(item)
+        family = self.destination.family
         message = (
             packets.parse_icmp4_message(item.data, item.address or "")
             if family == 4
             else packets.parse_icmp6_message(item.data, item.address or "")
         )
-        if (
-            isinstance(message, EchoReply)
-            and message.responder == destination.address
-            and self.ids.payload_ok(message.payload)
-        ):
-            return self._answer(message.sequence, rx_time(item), message)
-        return []
+        if not isinstance(message, EchoReply):
+            return []
+        problem = first_failed(
+            (same_address(message.responder, self.destination.address), RejectReason.DESTINATION),
+            (message.ident == self.flow.icmp_id, RejectReason.FLOW),
+            (message.checksum_ok, RejectReason.CHECKSUM),
+            (self.ids.payload_ok(message.payload), RejectReason.TOKEN),
+        )
+        if problem is not None:
+            return rejected(self.destination.index, problem)
+        return self._answer(message.sequence, rx_time(item), message)
+
+    def _match_error(self, item: Received) -> list[Event]:
+        family = self.destination.family
+        error = packets.parse_error_queue(
+            item.data,
+            item.ancdata,
+            protocol=packets.IPPROTO_ICMP if family == 4 else packets.IPPROTO_ICMPV6,
+            destination=item.address,
+        )
+        if error is None:
+            return []  # a local error (no reply), or nothing we can read
+        target = self.destination.index
+        if not same_address(error.quote.dst, self.destination.address):
+            return rejected(target, RejectReason.DESTINATION)
+        problem = self.ids.echo_quote_problem(error.quote, self.flow)
+        if problem is not None or error.quote.sequence is None:
+            return rejected(target, problem or RejectReason.SEQUENCE)
+        return self._answer(error.quote.sequence, rx_time(item), error)
 
     def _answer(self, sequence: int, rx_ns: int, reply: packets.Reply) -> list[Event]:
         return self.ids.answer(self.destination.index, self.flow.index, sequence, rx_ns, reply)

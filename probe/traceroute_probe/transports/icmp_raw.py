@@ -7,11 +7,11 @@ from __future__ import annotations
 from functools import partial
 
 from .. import packets
-from ..events import Event, ProbeId
+from ..events import Event, ProbeId, RejectReason
 from ..flows import Flow
 from ..packets import EchoReply, IcmpError
 from ..sockets import Received, open_icmp
-from .base import Destination, RawSocket, RunIdentity, Watcher
+from .base import Destination, RawSocket, RunIdentity, Watcher, rejected
 
 
 def parse_icmp(family: int, item: Received) -> packets.Reply | None:
@@ -30,6 +30,7 @@ class IcmpRawTransport:
         self.sockets: dict[int, RawSocket] = {}  # family -> socket
         self.targets: dict[int, tuple[Destination, list[Flow]]] = {}
         self.routes: dict[tuple[str, int], tuple[int, int]] = {}  # (address, id) -> target, flow
+        self.by_address: dict[str, int] = {}  # address -> target
 
     def _socket(self, family: int) -> RawSocket:
         raw = self.sockets.get(family)
@@ -41,7 +42,12 @@ class IcmpRawTransport:
 
     def open(self, destination: Destination, flows: list[Flow]) -> None:
         self._socket(destination.family)
+        self.carry(destination, flows)
+
+    def carry(self, destination: Destination, flows: list[Flow]) -> None:
+        """Route what names ``destination`` and its flows' identifiers to them."""
         self.targets[destination.index] = (destination, flows)
+        self.by_address[destination.address] = destination.index
         for flow in flows:
             self.routes[(destination.address, flow.icmp_id)] = (destination.index, flow.index)
 
@@ -59,24 +65,40 @@ class IcmpRawTransport:
         return raw.sock.send(packet, (destination.address, 0), probe.ttl)
 
     def match(self, reply: packets.Reply, rx_ns: int) -> list[Event]:
+        """A raw socket reads all ICMP of the host: what does not name one of our targets
+        is foreign and ignored; what names one but fails a check is rejected."""
         if isinstance(reply, EchoReply):
-            route = self.routes.get((reply.responder, reply.ident))
-            if route is None or not self.ids.payload_ok(reply.payload):
-                return []
-            return self.ids.answer(*route, reply.sequence, rx_ns, reply)
-        if not isinstance(reply, IcmpError):
+            return self._match_echo(reply, rx_ns)
+        if isinstance(reply, IcmpError):
+            return self._match_error(reply, rx_ns)
+        return []
+
+    def _match_echo(self, reply: EchoReply, rx_ns: int) -> list[Event]:
+        route = self.routes.get((reply.responder, reply.ident))
+        if route is None:
             return []
+        if not reply.checksum_ok:
+            return rejected(route[0], RejectReason.CHECKSUM)
+        if not self.ids.payload_ok(reply.payload):
+            return rejected(route[0], RejectReason.TOKEN)
+        return self.ids.answer(*route, reply.sequence, rx_ns, reply)
+
+    def _match_error(self, reply: IcmpError, rx_ns: int) -> list[Event]:
         quote = reply.quote
-        if (
-            quote.dst is None
-            or quote.protocol not in (packets.IPPROTO_ICMP, packets.IPPROTO_ICMPV6)
-            or quote.ident is None
-            or quote.sequence is None
-        ):
+        target = self.by_address.get(quote.dst or "")
+        if target is None:
             return []
-        route = self.routes.get((quote.dst, quote.ident))
-        if route is None or not self.ids.payload_ok(quote.payload):
-            return []
+        route = self.routes.get((quote.dst or "", quote.ident or 0))
+        if quote.protocol not in (packets.IPPROTO_ICMP, packets.IPPROTO_ICMPV6):
+            return rejected(target, RejectReason.PROTOCOL)
+        if route is None:
+            return rejected(target, RejectReason.FLOW)
+        if not reply.checksum_ok:
+            return rejected(target, RejectReason.CHECKSUM)
+        _destination, flows = self.targets[route[0]]
+        problem = self.ids.echo_quote_problem(quote, flows[route[1]])
+        if problem is not None or quote.sequence is None:
+            return rejected(target, problem or RejectReason.SEQUENCE)
         return self.ids.answer(*route, quote.sequence, rx_ns, reply)
 
     def release(self, probe: ProbeId) -> None:

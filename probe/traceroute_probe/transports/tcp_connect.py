@@ -10,11 +10,17 @@ import struct
 from dataclasses import replace
 
 from .. import packets
-from ..events import Event, FlowFreed, ProbeId
+from ..events import Event, FlowFreed, ProbeId, Rejected, RejectReason
 from ..flows import Flow
 from ..packets import TcpReply
-from ..sockets import ProbeSocket, connect_outcome, reserve_tcp_port, start_tcp_connect
-from .base import Destination, RunIdentity, Watcher, bind_free, rx_time
+from ..sockets import (
+    ProbeSocket,
+    Received,
+    connect_outcome,
+    reserve_tcp_port,
+    start_tcp_connect,
+)
+from .base import Destination, RunIdentity, Watcher, bind_free, rejected, rx_time, same_address
 
 
 class _Connect:
@@ -83,19 +89,10 @@ class TcpConnectTransport:
         flow = connect.flow
         if outcome.kind == "icmp":
             for item in outcome.errors:
-                error = packets.parse_error_queue(
-                    item.data,
-                    item.ancdata,
-                    protocol=packets.IPPROTO_TCP,
-                    destination=connect.destination.address,
-                )
-                # The kernel quotes from the TCP header on: the ports must be this flow's.
-                if error is None or item.data[:4] != struct.pack(
-                    "!HH", flow.src_port, flow.dst_port
-                ):
-                    continue
-                events += self.ids.answer(probe.target, probe.flow, sequence, rx_time(item), error)
-                break
+                matched = self._match_error(connect, item, sequence)
+                events += matched
+                if any(not isinstance(event, Rejected) for event in matched):
+                    break
         elif outcome.kind in ("connected", "refused"):
             answer = TcpReply(
                 responder=connect.destination.address,
@@ -107,6 +104,26 @@ class TcpConnectTransport:
             )
             events += self.ids.answer(probe.target, probe.flow, sequence, outcome.rx_ns, answer)
         return events
+
+    def _match_error(self, connect: _Connect, item: Received, sequence: int) -> list[Event]:
+        """An error from the connect's error queue: the kernel matched its quote to this
+        socket (4-tuple, sequence number in window); check what it reports all the same.
+        A rejected one still ended the connect (the kernel aborts a SYN_SENT socket on an
+        ICMP error): that probe settles silent."""
+        probe, flow = connect.probe, connect.flow
+        error = packets.parse_error_queue(
+            item.data, item.ancdata, protocol=packets.IPPROTO_TCP, destination=item.address
+        )
+        if error is None:
+            return []
+        if not same_address(error.quote.dst, connect.destination.address):
+            return rejected(probe.target, RejectReason.DESTINATION)
+        # The kernel quotes from the TCP header on: the ports must be this flow's.
+        if item.port != flow.dst_port or item.data[:4] != struct.pack(
+            "!HH", flow.src_port, flow.dst_port
+        ):
+            return rejected(probe.target, RejectReason.FLOW)
+        return self.ids.answer(probe.target, probe.flow, sequence, rx_time(item), error)
 
     def _end(self, key: tuple[int, int]) -> None:
         connect = self.connecting.pop(key, None)

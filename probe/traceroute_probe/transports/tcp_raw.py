@@ -7,11 +7,11 @@ from __future__ import annotations
 from functools import partial
 
 from .. import packets
-from ..events import Event, ProbeId
+from ..events import Event, ProbeId, RejectReason
 from ..flows import Flow
 from ..packets import IcmpError, TcpReply
 from ..sockets import Received, open_icmp, open_raw, source_address
-from .base import Destination, RawSocket, RunIdentity, Watcher
+from .base import Destination, RawSocket, RunIdentity, Watcher, rejected
 from .icmp_raw import parse_icmp
 
 
@@ -32,13 +32,16 @@ class TcpRawTransport:
         self.sockets: dict[tuple[str, int], RawSocket] = {}  # (tcp | icmp, family) -> socket
         self.targets: dict[int, tuple[Destination, list[Flow], str]] = {}  # with source
         self.routes: dict[tuple[str, int], tuple[int, int]] = {}  # (address, port) -> target, flow
+        self.by_address: dict[str, int] = {}  # address -> target
 
     def _socket(self, kind: str, family: int) -> RawSocket:
         raw = self.sockets.get((kind, family))
         if raw is None:
             if kind == "tcp":
                 raw = RawSocket(
-                    open_raw(family, packets.IPPROTO_TCP), partial(parse_tcp, family), self.match
+                    open_raw(family, packets.IPPROTO_TCP),
+                    partial(parse_tcp, family),
+                    self.match,
                 )
             else:
                 raw = RawSocket(
@@ -51,8 +54,12 @@ class TcpRawTransport:
     def open(self, destination: Destination, flows: list[Flow]) -> None:
         self._socket("tcp", destination.family)
         self._socket("icmp", destination.family)
-        source = source_address(destination.address, destination.family)
+        self.carry(destination, flows, source_address(destination.address, destination.family))
+
+    def carry(self, destination: Destination, flows: list[Flow], source: str) -> None:
+        """Route what names ``destination`` and its flows' source ports to them."""
         self.targets[destination.index] = (destination, flows, source)
+        self.by_address[destination.address] = destination.index
         for flow in flows:
             self.routes[(destination.address, flow.src_port)] = (destination.index, flow.index)
 
@@ -80,29 +87,30 @@ class TcpRawTransport:
     def _match_answer(self, reply: TcpReply, rx_ns: int) -> list[Event]:
         """The destination's SYN-ACK or RST: it acknowledges our sequence number + 1."""
         route = self.routes.get((reply.responder, reply.dport))
-        if route is None or reply.sport != self.dst_port:
-            return []
-        if not reply.flags & (packets.TCP_RST | packets.TCP_SYN):
-            return []
+        if route is None or not reply.flags & (packets.TCP_RST | packets.TCP_SYN):
+            return []  # not to one of our flows, or not an answer to a SYN
+        if reply.sport != self.dst_port:
+            return rejected(route[0], RejectReason.FLOW)
         seq = (reply.ack - 1) & 0xFFFFFFFF
         if seq >> 16 != self.ids.tcp_nonce:
-            return []
+            return rejected(route[0], RejectReason.SEQUENCE)
         return self.ids.answer(*route, seq & 0xFFFF, rx_ns, reply)
 
     def _match_error(self, reply: IcmpError, rx_ns: int) -> list[Event]:
         """An ICMP error quoting one of our SYNs (ports and sequence number)."""
         quote = reply.quote
-        if (
-            quote.dst is None
-            or quote.protocol != packets.IPPROTO_TCP
-            or quote.sport is None
-            or quote.sequence is None
-            or quote.dport != self.dst_port
-        ):
-            return []
-        route = self.routes.get((quote.dst, quote.sport))
-        if route is None or quote.sequence >> 16 != self.ids.tcp_nonce:
-            return []
+        target = self.by_address.get(quote.dst or "")
+        if target is None:
+            return []  # foreign: not about one of our targets
+        if quote.protocol != packets.IPPROTO_TCP:
+            return rejected(target, RejectReason.PROTOCOL)
+        route = self.routes.get((quote.dst or "", quote.sport or 0))
+        if route is None or quote.dport != self.dst_port:
+            return rejected(target, RejectReason.FLOW)
+        if not reply.checksum_ok or not quote.checksums_ok:
+            return rejected(target, RejectReason.CHECKSUM)
+        if quote.sequence is None or quote.sequence >> 16 != self.ids.tcp_nonce:
+            return rejected(target, RejectReason.SEQUENCE)
         return self.ids.answer(*route, quote.sequence & 0xFFFF, rx_ns, reply)
 
     def release(self, probe: ProbeId) -> None:

@@ -6,10 +6,20 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from .. import packets
-from ..events import Event, ProbeId
+from ..events import Event, ProbeId, RejectReason
 from ..flows import Flow
 from ..sockets import Received, SocketOpenError, open_udp
-from .base import Destination, FlowSocket, RunIdentity, Watcher, bind_free, rx_time
+from .base import (
+    Destination,
+    FlowSocket,
+    RunIdentity,
+    Watcher,
+    bind_free,
+    first_failed,
+    rejected,
+    rx_time,
+    same_address,
+)
 
 
 @dataclass(frozen=True)
@@ -28,16 +38,23 @@ class UdpMatcher:
             item.data,
             item.ancdata,
             protocol=packets.IPPROTO_UDP,
-            destination=self.destination.address,
+            destination=item.address,
         )
         if error is None:
-            return []
-        sequence = self.ids.udp_sequence(error.quote.payload)
-        if sequence is None:
-            return []
-        return self.ids.answer(
-            self.destination.index, self.flow.index, sequence, rx_time(item), error
+            return []  # a local error (no reply), or nothing we can read
+        target = self.destination.index
+        payload = error.quote.payload
+        sequence = self.ids.udp_sequence(payload)
+        # The kernel matched the quote to this connected socket; check what it reports.
+        problem = first_failed(
+            (same_address(error.quote.dst, self.destination.address), RejectReason.DESTINATION),
+            (item.port == self.flow.dst_port, RejectReason.FLOW),
+            (len(payload) < 6 or self.ids.payload_ok(payload), RejectReason.TOKEN),
+            (sequence is not None, RejectReason.SEQUENCE),  # an 8-byte quote: no payload
         )
+        if problem is not None or sequence is None:
+            return rejected(target, problem or RejectReason.SEQUENCE)
+        return self.ids.answer(target, self.flow.index, sequence, rx_time(item), error)
 
 
 class UdpTransport:
