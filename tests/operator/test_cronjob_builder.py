@@ -13,6 +13,7 @@ from traceroute_operator.naming import CRONJOB_NAME_LIMIT, cronjob_name
 from traceroute_operator.pushgateway_policy import effective_pushgateway
 from traceroute_operator.ref import ProbeRef
 from traceroute_operator.spec import ProbeSpec, SpecError
+from traceroute_operator.stagger import identity, resolve_schedule, start_delay_seconds
 
 from tests.operator.probes import parsed
 
@@ -103,6 +104,32 @@ def test_schedule_policy_and_history() -> None:
     job = spec["jobTemplate"]["spec"]
     assert job["backoffLimit"] == 0
     assert job["activeDeadlineSeconds"] == 20 + CONFIG.job_deadline_margin_seconds
+
+
+def test_h_schedule_is_resolved_from_the_identity_with_a_start_delay() -> None:
+    default = build(probe({"targets": ["a"], "timeoutSeconds": 20}), CONFIG)
+    ref = ProbeRef("net", "edge")
+    assert default["spec"]["schedule"] == resolve_schedule("H/5 * * * *", identity("net", "edge"))
+    assert "H" not in default["spec"]["schedule"]
+    delay = start_delay_seconds("H/5 * * * *", identity(ref.namespace, ref.name), 20)
+    args = pod_spec(default)["containers"][0]["args"]
+    assert arg_value(args, "--start-delay-seconds") == ([str(delay)] if delay else [])
+    job = default["spec"]["jobTemplate"]["spec"]
+    assert job["activeDeadlineSeconds"] == 20 + delay + CONFIG.job_deadline_margin_seconds
+    # the uid is not part of the identity: a re-created probe keeps its minute
+    again = build(probe({"targets": ["a"], "timeoutSeconds": 20}, uid="uid-2"), CONFIG)
+    assert again["spec"]["schedule"] == default["spec"]["schedule"]
+    # an explicit schedule keeps its exact start: no delay
+    plain = build(probe({"targets": ["a"], "schedule": "*/5 * * * *"}), CONFIG)
+    assert "--start-delay-seconds" not in pod_spec(plain)["containers"][0]["args"]
+
+
+def test_probes_get_spread_start_delays() -> None:
+    delays: set[str] = set()
+    for i in range(40):
+        args = pod_spec(build(probe(name=f"p{i}"), CONFIG))["containers"][0]["args"]
+        delays.update(arg_value(args, "--start-delay-seconds"))
+    assert len(delays) > 10
 
 
 def test_suspend_is_honoured() -> None:
