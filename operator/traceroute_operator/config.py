@@ -57,6 +57,9 @@ class OperatorConfig:
     # Default Pushgateway of probes without spec.pushgateway.url; None = the in-cluster
     # Service named by the monitoring settings.
     pushgateway_url: str | None = None
+    # Shards of the default Pushgateway: each probe pushes to one, picked by a stable hash of
+    # its namespace/name (pushgateway_policy.py). Empty: the one default above.
+    pushgateway_shards: tuple[str, ...] = ()
     # Default CA / basic-auth Secrets (looked up in each probe's namespace) for probes that
     # do not name their own.
     pushgateway_ca_secret: SecretKeyRef | None = None
@@ -93,6 +96,11 @@ class OperatorConfig:
     @property
     def default_pushgateway_url(self) -> str:
         return self.pushgateway_url or self.monitoring.pushgateway_url
+
+    @property
+    def own_pushgateway_urls(self) -> tuple[str, ...]:
+        """The operator's own Pushgateways: every shard, else the one default."""
+        return self.pushgateway_shards or (self.default_pushgateway_url,)
 
     @property
     def probe_image_prefixes(self) -> tuple[str, ...]:
@@ -219,6 +227,10 @@ def _list_settings(env: _Env) -> dict[str, Any]:
     ):
         if (listed := env.text(name)) is not None:
             values[key] = tuple(dict.fromkeys(n.strip() for n in listed.split(",") if n.strip()))
+    if (shards := env.text("PUSHGATEWAY_SHARDS")) is not None:
+        values["pushgateway_shards"] = tuple(
+            dict.fromkeys(u.strip() for u in shards.split(",") if u.strip())
+        )
     if (namespaces := env.text("WATCH_NAMESPACES")) is not None:
         values["watch_namespaces"] = tuple(
             sorted({n.strip() for n in namespaces.split(",") if n.strip()})
@@ -236,6 +248,11 @@ def _check_values(values: Mapping[str, Any]) -> None:
     url = values.get("pushgateway_url")
     if url is not None and not url.startswith(("http://", "https://")):
         raise ConfigError(f"{ENV_PREFIX}PUSHGATEWAY_URL must start with http:// or https://")
+    for shard in values.get("pushgateway_shards", ()):
+        if not is_http_url(shard):
+            raise ConfigError(
+                f"{ENV_PREFIX}PUSHGATEWAY_SHARDS: {shard!r} is not an http(s) URL with a host"
+            )
     for prefix in values.get("allowed_pushgateway_urls", ()):
         if not is_http_url(prefix):
             raise ConfigError(
@@ -274,6 +291,12 @@ ENV_REFERENCE: tuple[tuple[str, str, str], ...] = (
         "TRACEROUTE_PUSHGATEWAY_URL",
         "(in-cluster Service from the monitoring settings)",
         "default Pushgateway",
+    ),
+    (
+        "TRACEROUTE_PUSHGATEWAY_SHARDS",
+        "",
+        "comma-separated Pushgateway URLs: each probe without spec.pushgateway.url uses one, "
+        "by a stable hash of namespace/name (replaces TRACEROUTE_PUSHGATEWAY_URL)",
     ),
     ("TRACEROUTE_PUSHGATEWAY_CA_SECRET", "", "name[/key] of a CA Secret in each probe namespace"),
     (

@@ -37,7 +37,7 @@ def probe(
 def build(body: dict[str, Any], config: OperatorConfig) -> dict[str, Any]:
     """Parse at the edge, then build: what the operator and `render` do."""
     ref, spec = parsed(body)
-    return build_cronjob(ref, spec, effective_pushgateway(spec, config), config)
+    return build_cronjob(ref, spec, effective_pushgateway(spec, config, ref), config)
 
 
 def pod_spec(cronjob: dict[str, Any]) -> dict[str, Any]:
@@ -176,7 +176,9 @@ def test_args_follow_the_probe_cli() -> None:
             "metricLabels": {"team": "net", "env": "prod"},
         }
     )
-    args = probe_args(ProbeRef("net", "edge"), spec, effective_pushgateway(spec, CONFIG))
+    args = probe_args(
+        ProbeRef("net", "edge"), spec, effective_pushgateway(spec, CONFIG, ProbeRef("net", "edge"))
+    )
     assert args[args.index("--") + 1 :] == ["a.example", "2001:db8::1"]
     expected = {
         "--protocol": ["tcp"],
