@@ -47,6 +47,9 @@ class OperatorConfig:
     probe_uid: int = 65534
     probe_gid: int = 65534
 
+    # Longest start delay of a probe with an H schedule (stagger.py); 0 = start at once.
+    probe_start_delay_max_seconds: int = 50
+
     # The CronJob of every probe.
     starting_deadline_seconds: int = 120
     successful_jobs_history_limit: int = 1
@@ -156,6 +159,7 @@ _TEXT_SETTINGS: tuple[tuple[str, str], ...] = (
 _INT_SETTINGS: tuple[tuple[str, str, int, int], ...] = (
     ("probe_uid", "PROBE_UID", 1, 2**31 - 1),
     ("probe_gid", "PROBE_GID", 1, 2**31 - 1),
+    ("probe_start_delay_max_seconds", "PROBE_START_DELAY_MAX_SECONDS", 0, 50),
     ("starting_deadline_seconds", "STARTING_DEADLINE_SECONDS", 10, 86400),
     ("successful_jobs_history_limit", "SUCCESSFUL_JOBS_HISTORY_LIMIT", 0, 100),
     ("failed_jobs_history_limit", "FAILED_JOBS_HISTORY_LIMIT", 0, 100),
@@ -283,6 +287,11 @@ ENV_REFERENCE: tuple[tuple[str, str, str], ...] = (
     ("TRACEROUTE_PROBE_MEMORY_REQUEST", "48Mi", "memory request of probes without spec.resources"),
     ("TRACEROUTE_PROBE_MEMORY_LIMIT", "128Mi", "memory limit of probes without spec.resources"),
     ("TRACEROUTE_PROBE_UID", "65534", "uid (and TRACEROUTE_PROBE_GID gid) of the probe process"),
+    (
+        "TRACEROUTE_PROBE_START_DELAY_MAX_SECONDS",
+        "50",
+        "longest wait before the run of a probe with an H schedule (0..50; 0 = none)",
+    ),
     ("TRACEROUTE_STARTING_DEADLINE_SECONDS", "120", "CronJob startingDeadlineSeconds"),
     ("TRACEROUTE_SUCCESSFUL_JOBS_HISTORY_LIMIT", "1", "CronJob successfulJobsHistoryLimit"),
     ("TRACEROUTE_FAILED_JOBS_HISTORY_LIMIT", "3", "CronJob failedJobsHistoryLimit"),

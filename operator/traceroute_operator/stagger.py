@@ -92,8 +92,14 @@ def _resolve_item(item: str, index: int, identity_text: str, schedule: str) -> s
     return f"{low + offset}-{high}/{step}"
 
 
-def start_delay_seconds(schedule: str, identity_text: str, run_timeout_seconds: int) -> int:
-    """Seconds the probe waits before it starts: 0 without ``H``, else 0..50 from the hash.
+def start_delay_seconds(
+    schedule: str,
+    identity_text: str,
+    run_timeout_seconds: int,
+    max_delay: int = MAX_START_DELAY_SECONDS,
+) -> int:
+    """Seconds the probe waits before it starts: 0 without ``H``, else 0..max_delay (at
+    most 50) from the hash.
 
     Bounded so that the delayed run still ends well before the next one starts: at most
     half of what the shortest gap of the schedule leaves after the run's own deadline.
@@ -101,5 +107,6 @@ def start_delay_seconds(schedule: str, identity_text: str, run_timeout_seconds: 
     if not has_hash(schedule):
         return 0
     gap = min_interval_seconds(resolve_schedule(schedule, identity_text))
-    bound = min(MAX_START_DELAY_SECONDS, int(max(0.0, gap - run_timeout_seconds) // 2))
+    room = int(max(0.0, gap - run_timeout_seconds) // 2)
+    bound = min(max_delay, MAX_START_DELAY_SECONDS, room)
     return _hash(identity_text, "start-delay") % (bound + 1)

@@ -325,3 +325,19 @@ def test_default_image_pull_secrets_only_for_the_default_image() -> None:
     ]
     own_image = probe({"targets": ["a"], "image": "elsewhere.example/probe:1"})
     assert "imagePullSecrets" not in pod_spec(build(own_image, config))
+
+
+def test_the_start_delay_can_be_capped_or_turned_off() -> None:
+    off = OperatorConfig(probe_start_delay_max_seconds=0)
+    capped = OperatorConfig(probe_start_delay_max_seconds=5)
+    for i in range(40):
+        body = probe(name=f"p{i}")
+        assert "--start-delay-seconds" not in pod_spec(build(body, off))["containers"][0]["args"]
+        args = pod_spec(build(body, capped))["containers"][0]["args"]
+        assert all(0 < int(v) <= 5 for v in arg_value(args, "--start-delay-seconds"))
+    assert (
+        OperatorConfig.from_env(
+            {"TRACEROUTE_PROBE_START_DELAY_MAX_SECONDS": "0"}
+        ).probe_start_delay_max_seconds
+        == 0
+    )

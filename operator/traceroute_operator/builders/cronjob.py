@@ -10,13 +10,23 @@ from ..naming import CONTAINER_NAME, TERMINATION_MESSAGE_PATH, cronjob_name, pro
 from ..pushgateway_policy import EffectivePushgateway
 from ..ref import ProbeRef
 from ..spec import ProbeSpec
-from ..stagger import identity, resolve_schedule, start_delay_seconds
+from ..stagger import (
+    MAX_START_DELAY_SECONDS,
+    identity,
+    resolve_schedule,
+    start_delay_seconds,
+)
 
 CA_MOUNT = "/etc/traceroute-probe/pushgateway-ca"
 AUTH_MOUNT = "/etc/traceroute-probe/pushgateway-auth"
 
 
-def probe_args(ref: ProbeRef, spec: ProbeSpec, pushgateway: EffectivePushgateway) -> list[str]:
+def probe_args(
+    ref: ProbeRef,
+    spec: ProbeSpec,
+    pushgateway: EffectivePushgateway,
+    max_start_delay: int = MAX_START_DELAY_SECONDS,
+) -> list[str]:
     """Command-line arguments of the probe (contracts.md section 2)."""
     args = [
         "--protocol",
@@ -42,7 +52,7 @@ def probe_args(ref: ProbeRef, spec: ProbeSpec, pushgateway: EffectivePushgateway
     ]
     if spec.port is not None:
         args += ["--port", str(spec.port)]
-    if (delay := _start_delay(ref, spec)) > 0:
+    if (delay := _start_delay(ref, spec, max_start_delay)) > 0:
         args += ["--start-delay-seconds", str(delay)]
     args += ["--pushgateway", pushgateway.url]
     if pushgateway.tls_ca is not None:
@@ -64,9 +74,9 @@ def probe_args(ref: ProbeRef, spec: ProbeSpec, pushgateway: EffectivePushgateway
     return [*args, "--", *spec.targets]
 
 
-def _start_delay(ref: ProbeRef, spec: ProbeSpec) -> int:
+def _start_delay(ref: ProbeRef, spec: ProbeSpec, max_delay: int) -> int:
     return start_delay_seconds(
-        spec.schedule, identity(ref.namespace, ref.name), spec.timeout_seconds
+        spec.schedule, identity(ref.namespace, ref.name), spec.timeout_seconds, max_delay
     )
 
 
@@ -128,7 +138,7 @@ def build_cronjob(
         "imagePullPolicy": spec.image_pull_policy
         or ("IfNotPresent" if spec.image else config.probe_image_pull_policy),
         "command": list(config.probe_command),
-        "args": probe_args(ref, spec, pushgateway),
+        "args": probe_args(ref, spec, pushgateway, config.probe_start_delay_max_seconds),
         "resources": _resources(spec, config),
         "securityContext": {
             "allowPrivilegeEscalation": False,
@@ -191,7 +201,7 @@ def build_cronjob(
                 # a failed run is not retried: the next scheduled run is the retry
                 "backoffLimit": 0,
                 "activeDeadlineSeconds": spec.timeout_seconds
-                + _start_delay(ref, spec)
+                + _start_delay(ref, spec, config.probe_start_delay_max_seconds)
                 + config.job_deadline_margin_seconds,
                 "template": {"metadata": {"labels": dict(labels)}, "spec": pod_spec},
             },
