@@ -130,6 +130,8 @@ class OperatorProcess:
             "TRACEROUTE_PROBE_IMAGE": "registry.test/traceroute-probe:dev",
             "TRACEROUTE_METRICS_PORT": str(self.metrics_port),
             "TRACEROUTE_LIVENESS_ENDPOINT": f"http://127.0.0.1:{self.liveness_port}/healthz",
+            # tests start runs by hand and wait for them: no stagger delay unless asked for
+            "TRACEROUTE_PROBE_START_DELAY_MAX_SECONDS": "0",
         }
         env.update(self.extra_env)
         return env

@@ -180,6 +180,8 @@ def chart_schema() -> dict[str, Any]:
                 "uniqueItems": True,
                 "items": string(URL_PREFIX),
             },
+            "shards": integer(1, 64),
+            "shardURLs": {"type": "array", "uniqueItems": True, "items": string(URL)},
             "image": image(tag_required=True),
             "expectedProbes": integer(1, 1_000_000),
             "resources": k8s("io.k8s.api.core.v1.ResourceRequirements"),
@@ -217,10 +219,15 @@ def chart_schema() -> dict[str, Any]:
                 }
             ),
         },
-        # An external Pushgateway needs its URL.
+        # An external Pushgateway needs its URL (or the URLs of its shards).
         allOf=[
             {
-                "if": {"properties": {"enabled": {"const": False}}},
+                "if": {
+                    "properties": {
+                        "enabled": {"const": False},
+                        "shardURLs": {"maxItems": 0},
+                    }
+                },
                 "then": {"properties": {"url": {"minLength": 1}}},
             }
         ],

@@ -8,9 +8,13 @@ RBAC (data/rbac.yaml) for one namespace, applies N TracerouteProbes at once and 
 - time from the first apply until every CronJob exists and every probe has a correct
   status (Ready, observedGeneration == generation, cronJobName set),
 - the operator's peak RSS (VmHWM) and its CPU while idle afterwards,
-- the apiserver requests it took (from the operator's own metrics).
+- the apiserver requests it took (from the operator's own metrics),
+- with ``--churn-pods N`` (default 5000): its RSS and CPU while N unrelated pods (no node
+  binds them: they stay Pending) are created, deleted, re-created and deleted in the
+  namespace it watches. The pod watch carries a labelSelector, so none of them reaches it.
 
-Targets (issue 4): converge <= 60 s, peak RSS <= 150 MB.
+Targets (issue 4): converge <= 60 s, peak RSS <= 150 MB; (issue 13) RSS <= 250 MB with
+5000 churning unrelated pods.
 """
 
 from __future__ import annotations
@@ -21,10 +25,11 @@ import contextlib
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from devcluster.controlplane import ControlPlane
-from devcluster.kubetools import KubeRest, ensure_namespace
+from devcluster.kubetools import KubeRest, ensure_namespace, wait_default_service_account
 from devcluster.monitoring_crds import install_crds as install_monitoring_crds
 from devcluster.operator_process import (
     OperatorProcess,
@@ -37,6 +42,84 @@ from devcluster.operator_process import (
 NAMESPACE = "bench"
 TARGET_SECONDS = 60.0
 TARGET_RSS_MB = 150.0
+TARGET_CHURN_RSS_MB = 250.0
+CHURN_ROUNDS = 2
+
+
+def vm_rss_mb(operator: OperatorProcess) -> float:
+    assert operator.proc is not None
+    for line in Path(f"/proc/{operator.proc.pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+@dataclass(frozen=True)
+class ChurnReading:
+    pods: int
+    seconds: float
+    rss_before_mb: float
+    rss_after_mb: float
+    rss_peak_mb: float
+    cpu_seconds: float
+
+    def rows(self) -> list[tuple[str, str, str, str]]:
+        ok = self.rss_after_mb <= TARGET_CHURN_RSS_MB
+        return [
+            (
+                f"{self.pods} unrelated pods x{CHURN_ROUNDS} churned",
+                f"{self.seconds:.0f} s",
+                "",
+                "",
+            ),
+            (
+                "operator RSS before/after churn",
+                f"{self.rss_before_mb:.0f} / {self.rss_after_mb:.0f} MB",
+                f"<= {TARGET_CHURN_RSS_MB:.0f} MB",
+                "ok" if ok else "MISSED",
+            ),
+            ("operator peak RSS after churn", f"{self.rss_peak_mb:.0f} MB", "", ""),
+            ("operator CPU during churn", f"{self.cpu_seconds:.1f} s", "", ""),
+        ]
+
+
+def measure_churn(kube: KubeRest, operator: OperatorProcess, count: int) -> ChurnReading:
+    before, cpu = vm_rss_mb(operator), operator.cpu_seconds()
+    seconds = churn_pods(kube, count) if count else 0.0
+    return ChurnReading(
+        pods=count,
+        seconds=seconds,
+        rss_before_mb=before,
+        rss_after_mb=vm_rss_mb(operator),
+        rss_peak_mb=operator.rss_peak_kib() / 1024,
+        cpu_seconds=operator.cpu_seconds() - cpu,
+    )
+
+
+def churn_pods(kube: KubeRest, count: int) -> float:
+    """Create and delete ``count`` unrelated pods, CHURN_ROUNDS times; returns seconds."""
+    started = time.monotonic()
+
+    def create(name: str) -> None:
+        kube.post(
+            f"/api/v1/namespaces/{NAMESPACE}/pods",
+            {
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "metadata": {"name": name, "labels": {"app": "unrelated"}},
+                "spec": {"containers": [{"name": "c", "image": "registry.test/unrelated:1"}]},
+            },
+        )
+
+    def delete(name: str) -> None:
+        kube.delete(f"/api/v1/namespaces/{NAMESPACE}/pods/{name}")
+
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        for round_ in range(CHURN_ROUNDS):
+            names = [f"unrelated-{round_}-{i}" for i in range(count)]
+            list(pool.map(create, names))
+            list(pool.map(delete, names))
+    return time.monotonic() - started
 
 
 def converged(kube: KubeRest, count: int) -> tuple[int, int]:
@@ -58,6 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--probes", type=int, default=1000)
     parser.add_argument("--idle-seconds", type=float, default=30.0)
     parser.add_argument("--timeout", type=float, default=600.0)
+    parser.add_argument("--churn-pods", type=int, default=5000)
     args = parser.parse_args(argv)
     count = args.probes
 
@@ -66,6 +150,7 @@ def main(argv: list[str] | None = None) -> int:
         install_monitoring_crds(cp.kubeconfig)
         with KubeRest(cp.kubeconfig) as kube:
             ensure_namespace(kube, NAMESPACE)
+            wait_default_service_account(kube, NAMESPACE)
             operator = OperatorProcess(
                 cp,
                 kube,
@@ -97,6 +182,7 @@ def main(argv: list[str] | None = None) -> int:
                 time.sleep(args.idle_seconds)
                 idle_cpu = (operator.cpu_seconds() - cpu_before) / args.idle_seconds
                 rss_mb = operator.rss_peak_kib() / 1024
+                churn = measure_churn(kube, operator, args.churn_pods)
                 reconciles = operator.metric("traceroute_operator_reconciles_total", result="ok")
                 errors = operator.metric("traceroute_operator_errors_total")
             finally:
@@ -123,6 +209,7 @@ def main(argv: list[str] | None = None) -> int:
             "ok" if rss_mb <= TARGET_RSS_MB else "MISSED",
         ),
         ("operator idle CPU", f"{idle_cpu * 100:.1f} % of a core", "", ""),
+        *churn.rows(),
         ("successful reconciles / errors", f"{reconciles:.0f} / {errors:.0f}", "", ""),
     ]
     width = max(len(r[0]) for r in rows)

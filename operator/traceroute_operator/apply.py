@@ -51,7 +51,7 @@ class ChildApplier:
             self._stalled(body, ref, str(exc), spec=None)
             return
         config = self.ctx.config
-        pushgateway = effective_pushgateway(spec, config)
+        pushgateway = effective_pushgateway(spec, config, ref)
         lookup = kube_secret_lookup(self.ctx.kube, ref.namespace)
         if (refusal := review_probe(spec, pushgateway, config, ref.namespace, lookup)) is not None:
             # nothing that mounts, pulls or contacts what the rules refuse is ever created

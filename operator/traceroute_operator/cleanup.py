@@ -50,7 +50,7 @@ class Cleanup:
     def _delete_groups(self, ref: ProbeRef, spec: ProbeSpec | None, give_up: bool) -> None:
         config = self.ctx.config
         try:
-            pushgateway = effective_pushgateway(spec, config)
+            pushgateway = effective_pushgateway(spec, config, ref)
             endpoint = operator_endpoint(self.ctx.kube, config, ref.namespace, pushgateway)
             delete_groups(endpoint, ref.namespace, ref.name)
         except PushgatewayRefusedError as exc:

@@ -39,12 +39,12 @@ def render(
             {"metadata": {"namespace": namespace, **(doc.get("metadata") or {})}}
         )
         spec = ProbeSpec.from_dict(doc.get("spec"))
-        pushgateway = effective_pushgateway(spec, config)
+        pushgateway = effective_pushgateway(spec, config, ref)
         # the rules that need no cluster (Secrets are reviewed by the running operator)
         refusal = check_image(spec.image, config.probe_image, config.probe_image_prefixes)
         if refusal is None and not pushgateway.is_default:
             refusal = check_pushgateway_url(
-                pushgateway.url, config.default_pushgateway_url, config.allowed_pushgateway_urls
+                pushgateway.url, config.own_pushgateway_urls, config.allowed_pushgateway_urls
             )
         if refusal is not None:
             raise SpecError(str(refusal))

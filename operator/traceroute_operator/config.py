@@ -47,6 +47,9 @@ class OperatorConfig:
     probe_uid: int = 65534
     probe_gid: int = 65534
 
+    # Longest start delay of a probe with an H schedule (stagger.py); 0 = start at once.
+    probe_start_delay_max_seconds: int = 50
+
     # The CronJob of every probe.
     starting_deadline_seconds: int = 120
     successful_jobs_history_limit: int = 1
@@ -57,6 +60,9 @@ class OperatorConfig:
     # Default Pushgateway of probes without spec.pushgateway.url; None = the in-cluster
     # Service named by the monitoring settings.
     pushgateway_url: str | None = None
+    # Shards of the default Pushgateway: each probe pushes to one, picked by a stable hash of
+    # its namespace/name (pushgateway_policy.py). Empty: the one default above.
+    pushgateway_shards: tuple[str, ...] = ()
     # Default CA / basic-auth Secrets (looked up in each probe's namespace) for probes that
     # do not name their own.
     pushgateway_ca_secret: SecretKeyRef | None = None
@@ -93,6 +99,11 @@ class OperatorConfig:
     @property
     def default_pushgateway_url(self) -> str:
         return self.pushgateway_url or self.monitoring.pushgateway_url
+
+    @property
+    def own_pushgateway_urls(self) -> tuple[str, ...]:
+        """The operator's own Pushgateways: every shard, else the one default."""
+        return self.pushgateway_shards or (self.default_pushgateway_url,)
 
     @property
     def probe_image_prefixes(self) -> tuple[str, ...]:
@@ -148,6 +159,7 @@ _TEXT_SETTINGS: tuple[tuple[str, str], ...] = (
 _INT_SETTINGS: tuple[tuple[str, str, int, int], ...] = (
     ("probe_uid", "PROBE_UID", 1, 2**31 - 1),
     ("probe_gid", "PROBE_GID", 1, 2**31 - 1),
+    ("probe_start_delay_max_seconds", "PROBE_START_DELAY_MAX_SECONDS", 0, 50),
     ("starting_deadline_seconds", "STARTING_DEADLINE_SECONDS", 10, 86400),
     ("successful_jobs_history_limit", "SUCCESSFUL_JOBS_HISTORY_LIMIT", 0, 100),
     ("failed_jobs_history_limit", "FAILED_JOBS_HISTORY_LIMIT", 0, 100),
@@ -219,6 +231,10 @@ def _list_settings(env: _Env) -> dict[str, Any]:
     ):
         if (listed := env.text(name)) is not None:
             values[key] = tuple(dict.fromkeys(n.strip() for n in listed.split(",") if n.strip()))
+    if (shards := env.text("PUSHGATEWAY_SHARDS")) is not None:
+        values["pushgateway_shards"] = tuple(
+            dict.fromkeys(u.strip() for u in shards.split(",") if u.strip())
+        )
     if (namespaces := env.text("WATCH_NAMESPACES")) is not None:
         values["watch_namespaces"] = tuple(
             sorted({n.strip() for n in namespaces.split(",") if n.strip()})
@@ -236,6 +252,11 @@ def _check_values(values: Mapping[str, Any]) -> None:
     url = values.get("pushgateway_url")
     if url is not None and not url.startswith(("http://", "https://")):
         raise ConfigError(f"{ENV_PREFIX}PUSHGATEWAY_URL must start with http:// or https://")
+    for shard in values.get("pushgateway_shards", ()):
+        if not is_http_url(shard):
+            raise ConfigError(
+                f"{ENV_PREFIX}PUSHGATEWAY_SHARDS: {shard!r} is not an http(s) URL with a host"
+            )
     for prefix in values.get("allowed_pushgateway_urls", ()):
         if not is_http_url(prefix):
             raise ConfigError(
@@ -266,6 +287,11 @@ ENV_REFERENCE: tuple[tuple[str, str, str], ...] = (
     ("TRACEROUTE_PROBE_MEMORY_REQUEST", "48Mi", "memory request of probes without spec.resources"),
     ("TRACEROUTE_PROBE_MEMORY_LIMIT", "128Mi", "memory limit of probes without spec.resources"),
     ("TRACEROUTE_PROBE_UID", "65534", "uid (and TRACEROUTE_PROBE_GID gid) of the probe process"),
+    (
+        "TRACEROUTE_PROBE_START_DELAY_MAX_SECONDS",
+        "50",
+        "longest wait before the run of a probe with an H schedule (0..50; 0 = none)",
+    ),
     ("TRACEROUTE_STARTING_DEADLINE_SECONDS", "120", "CronJob startingDeadlineSeconds"),
     ("TRACEROUTE_SUCCESSFUL_JOBS_HISTORY_LIMIT", "1", "CronJob successfulJobsHistoryLimit"),
     ("TRACEROUTE_FAILED_JOBS_HISTORY_LIMIT", "3", "CronJob failedJobsHistoryLimit"),
@@ -274,6 +300,12 @@ ENV_REFERENCE: tuple[tuple[str, str, str], ...] = (
         "TRACEROUTE_PUSHGATEWAY_URL",
         "(in-cluster Service from the monitoring settings)",
         "default Pushgateway",
+    ),
+    (
+        "TRACEROUTE_PUSHGATEWAY_SHARDS",
+        "",
+        "comma-separated Pushgateway URLs: each probe without spec.pushgateway.url uses one, "
+        "by a stable hash of namespace/name (replaces TRACEROUTE_PUSHGATEWAY_URL)",
     ),
     ("TRACEROUTE_PUSHGATEWAY_CA_SECRET", "", "name[/key] of a CA Secret in each probe namespace"),
     (

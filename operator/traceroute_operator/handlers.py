@@ -75,6 +75,8 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.watching.client_timeout = 300
     settings.watching.connect_timeout = 10
     settings.networking.request_timeout = CONFIG.api_timeout_seconds
+    # the apiserver filters: on.event(labels=) alone streams every pod of the cluster
+    settings.watching.label_selectors["", "v1", "pods"] = POD_SELECTOR
     # discovery once at startup: no need to watch CustomResourceDefinitions (RBAC stays small)
     settings.scanning.disabled = True
     metrics = OperatorMetrics()
@@ -86,7 +88,7 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
         "traceroute-operator started: %s, probe image %s, Pushgateway %s",
         "all namespaces" if CONFIG.clusterwide else ",".join(CONFIG.watch_namespaces),
         CONFIG.probe_image,
-        CONFIG.default_pushgateway_url,
+        ",".join(CONFIG.own_pushgateway_urls),
     )
 
 
@@ -115,6 +117,9 @@ if CONFIG.resync_seconds > 0:
 @kopf.on.delete(GROUP, VERSION, PLURAL, retries=DELETE_RETRIES, backoff=10)
 def cleanup(body: kopf.Body, retry: int, **_: Any) -> None:
     _call(reconciler().cleanup, plain(body), give_up=retry >= DELETE_RETRIES - 1)
+
+
+POD_SELECTOR = f"{LABEL_PROBE},{LABEL_MANAGED_BY}={MANAGED_BY}"
 
 
 def _finished(status: Mapping[str, Any], **_: Any) -> bool:

@@ -153,7 +153,7 @@ def operator_endpoint(
             timeout=config.pushgateway_timeout_seconds,
         )
     refusal = check_pushgateway_url(
-        pushgateway.url, config.default_pushgateway_url, config.allowed_pushgateway_urls
+        pushgateway.url, config.own_pushgateway_urls, config.allowed_pushgateway_urls
     )
     if refusal is not None:
         raise PushgatewayRefusedError(refusal)

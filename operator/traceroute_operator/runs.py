@@ -202,7 +202,7 @@ class RunReader:
 
     def _push_verdict(self, probe: ProbeRef, spec: ProbeSpec, targets: Any) -> None:
         try:
-            pushgateway = effective_pushgateway(spec, self.ctx.config)
+            pushgateway = effective_pushgateway(spec, self.ctx.config, probe)
             endpoint = operator_endpoint(
                 self.ctx.kube, self.ctx.config, probe.namespace, pushgateway
             )

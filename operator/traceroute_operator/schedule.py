@@ -1,4 +1,4 @@
-"""The longest gap between two runs of a Kubernetes CronJob schedule.
+"""The longest (and shortest) gap between two runs of a Kubernetes CronJob schedule.
 
 The stale alert must not fire between two normal runs, so it needs the longest
 gap a schedule has (``0 9 * * 1-5`` runs every day but has a 72 h weekend gap),
@@ -6,7 +6,7 @@ not the shortest. Parsing follows the cron dialect of Kubernetes CronJobs
 (robfig/cron ``ParseStandard``): five fields, names for months and weekdays,
 ``*``/``?``, ranges, steps, lists, the ``@hourly``-style descriptors and
 ``@every <duration>``; day-of-month and day-of-week are ORed when both are
-restricted.
+restricted. The shortest gap bounds the probe's start delay (stagger.py).
 """
 
 from __future__ import annotations
@@ -52,10 +52,20 @@ class _Field:
     star: bool  # "*" or "?" without a step: matters for the day-of-month/week rule
 
 
-# Many probes share a schedule and the operator rebuilds rules on every reconcile.
-@functools.lru_cache(maxsize=1024)
 def max_interval_seconds(schedule: str) -> float:
     """The longest time between two consecutive runs of ``schedule``, in seconds."""
+    return _gaps(schedule)[1]
+
+
+def min_interval_seconds(schedule: str) -> float:
+    """The shortest time between two consecutive runs of ``schedule``, in seconds."""
+    return _gaps(schedule)[0]
+
+
+# Many probes share a schedule and the operator rebuilds rules on every reconcile.
+@functools.lru_cache(maxsize=4096)
+def _gaps(schedule: str) -> tuple[float, float]:
+    """(shortest, longest) time between two consecutive runs, in seconds."""
     text = " ".join(schedule.split())
     # A time zone changes when runs happen, not how far apart they are (DST aside).
     if text.startswith(("CRON_TZ=", "TZ=")):
@@ -64,7 +74,8 @@ def max_interval_seconds(schedule: str) -> float:
         raise ScheduleError(f"empty schedule {schedule!r}")
     lowered = text.lower()
     if lowered.startswith("@every"):
-        return _parse_go_duration(text[len("@every") :].strip(), schedule)
+        every = _parse_go_duration(text[len("@every") :].strip(), schedule)
+        return every, every
     text = _DESCRIPTORS.get(lowered, text)
     parts = text.split(" ")
     if len(parts) != 5:
@@ -77,17 +88,21 @@ def max_interval_seconds(schedule: str) -> float:
 
     times_of_day = sorted(h * 60 + m for h in hour.values for m in minute.values)
     longest_minutes = 0
+    shortest_minutes = 1440
     if len(times_of_day) > 1:
-        longest_minutes = max(b - a for a, b in itertools.pairwise(times_of_day))
+        within_day = [b - a for a, b in itertools.pairwise(times_of_day)]
+        longest_minutes, shortest_minutes = max(within_day), min(within_day)
 
     previous_day: int | None = None
     day_gap = 0
+    shortest_day_gap = _SCAN_DAYS
     for offset in range(_SCAN_DAYS):
         day = _SCAN_START + dt.timedelta(days=offset)
         if not _day_matches(day, dom, month, dow):
             continue
         if previous_day is not None:
             day_gap = max(day_gap, offset - previous_day)
+            shortest_day_gap = min(shortest_day_gap, offset - previous_day)
         previous_day = offset
     if previous_day is None:
         raise ScheduleError(f"schedule {schedule!r} never fires")
@@ -95,7 +110,11 @@ def max_interval_seconds(schedule: str) -> float:
         # Fires on one day only in eight years: call it eight years.
         day_gap = _SCAN_DAYS
     across_days = day_gap * 1440 - times_of_day[-1] + times_of_day[0]
-    return float(max(longest_minutes, across_days) * 60)
+    shortest_across = shortest_day_gap * 1440 - times_of_day[-1] + times_of_day[0]
+    return (
+        float(min(shortest_minutes, shortest_across) * 60),
+        float(max(longest_minutes, across_days) * 60),
+    )
 
 
 def _day_matches(day: dt.date, dom: _Field, month: _Field, dow: _Field) -> bool:

@@ -19,9 +19,11 @@ from traceroute_probe.metrics import RESERVED_LABELS
 
 from .config import SecretKeyRef
 from .schedule import ScheduleError, max_interval_seconds
+from .stagger import resolve_schedule
 from .trust import is_http_url
 
-DEFAULT_SCHEDULE = "*/5 * * * *"
+# every 5 minutes, at a minute picked by the probe's identity (stagger.py)
+DEFAULT_SCHEDULE = "H/5 * * * *"
 _PROM_LABEL = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]{0,62}$")
 
 
@@ -187,8 +189,9 @@ def _schedule(raw: Any) -> str:
         raise SpecError("spec.schedule: must be a cron expression")
     # the CRD checks only the shape ("61 * * * *" passes); a schedule that cannot run
     # must stall the probe with this message, not fail every reconcile later
+    # (an H form fires, or not, whatever identity picks its values)
     try:
-        max_interval_seconds(raw)
+        max_interval_seconds(resolve_schedule(raw, "check/only"))
     except ScheduleError as exc:
         raise SpecError(f"spec.schedule: {exc}") from exc
     return raw.strip()

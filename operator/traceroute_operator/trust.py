@@ -5,8 +5,8 @@ already (docs/security.md has the threat model). Every field that names somethin
 the object is checked here, by pure functions, before the operator builds a CronJob that
 mounts a Secret or pulls an image, and before it contacts a URL itself:
 
-- ``spec.pushgateway.url`` must be the operator's default Pushgateway or match one of the
-  admin's allowed URL prefixes (``TRACEROUTE_ALLOWED_PUSHGATEWAY_URLS``);
+- ``spec.pushgateway.url`` must be the operator's default Pushgateway (any of its shards) or
+  match one of the admin's allowed URL prefixes (``TRACEROUTE_ALLOWED_PUSHGATEWAY_URLS``);
 - ``spec.image`` must be the default probe image or match one of the admin's allowed image
   prefixes (``TRACEROUTE_ALLOWED_PROBE_IMAGES``; by default the default image's repository);
 - a Secret named by ``spec.pushgateway.basicAuth`` or ``spec.pushgateway.tlsCA`` must carry
@@ -89,10 +89,13 @@ def url_matches(url: str, prefix: str) -> bool:
 
 
 def check_pushgateway_url(
-    url: str | None, default_url: str, allowed: Sequence[str]
+    url: str | None, own_urls: Sequence[str], allowed: Sequence[str]
 ) -> Refusal | None:
-    """None when the operator and the probe may contact ``url`` (None = the default)."""
-    if url is None or url_matches(url, default_url):
+    """None when the operator and the probe may contact ``url`` (None = the default).
+
+    ``own_urls``: the operator's own Pushgateways, the default one or every shard of it.
+    """
+    if url is None or any(url_matches(url, own) for own in own_urls):
         return None
     if any(url_matches(url, prefix) for prefix in allowed):
         return None

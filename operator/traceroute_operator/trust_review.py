@@ -58,7 +58,7 @@ def review_pushgateway(
     """May the probe pods and the operator contact this Pushgateway with these Secrets?"""
     if not pushgateway.is_default:
         refusal = check_pushgateway_url(
-            pushgateway.url, config.default_pushgateway_url, config.allowed_pushgateway_urls
+            pushgateway.url, config.own_pushgateway_urls, config.allowed_pushgateway_urls
         )
         if refusal is not None:
             return refusal

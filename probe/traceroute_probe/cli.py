@@ -115,6 +115,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(Flag.PROBES_PER_HOP, type=_positive_int(1, 10), default=3)
     p.add_argument(Flag.TIMEOUT, type=_positive_float, default=10.0, help="hard deadline, seconds")
     p.add_argument(Flag.PPS, type=_positive_float, default=200.0, help="packets/s for the run")
+    p.add_argument(
+        Flag.START_DELAY_SECONDS,
+        type=_positive_int(0, 50),
+        default=0,
+        help="wait this long before the run (the operator spreads a minute's runs)",
+    )
     p.add_argument("--flow-seed", help="seed of the Paris flows (default: --probe, else target)")
     p.add_argument(
         "--socket",
@@ -405,6 +411,8 @@ def _main(argv: Sequence[str] | None) -> int:
     labels = _parse_labels(args.label)
     expected = _parse_expected(args.expected_hops, targets)
     credentials = _credentials(args)
+    # after every check (a bad argument still exits 2 at once), before any packet
+    time.sleep(args.start_delay_seconds)
 
     started = time.time()
     t0 = time.monotonic()

@@ -52,6 +52,8 @@ class Flag:
     PROBES_PER_HOP: Final = "--probes-per-hop"
     TIMEOUT: Final = "--timeout"
     PPS: Final = "--pps"
+    # seconds to wait before the first packet (0..50): spreads one minute's runs and pushes
+    START_DELAY_SECONDS: Final = "--start-delay-seconds"
     NAMESPACE: Final = "--namespace"
     PROBE: Final = "--probe"
     TERMINATION_LOG: Final = "--termination-log"

@@ -17,6 +17,8 @@ section 4).
 from __future__ import annotations
 
 import base64
+import email.utils
+import random
 import re
 import ssl
 import time
@@ -188,7 +190,13 @@ class PushSettings:
     password: str | None = None
     timeout: float = 5.0
     attempts: int = 4
-    backoff: float = 0.5  # seconds, doubled after every failed attempt
+    # Full jitter: before retry k (1, 2, ...) wait uniform(0, min(backoff_cap, backoff * 2**k))
+    # seconds, so probes that failed together do not come back together.
+    backoff: float = 0.5
+    backoff_cap: float = 8.0
+    # An overloaded gateway's Retry-After (429/503) is waited for up to this long; a longer
+    # one ends the retries (the Job's deadline leaves time for 3 such waits).
+    retry_after_cap: float = 20.0
 
 
 Handler = Callable[[str, str, float | None, list[tuple[str, str]], bytes], Callable[[], None]]
@@ -218,16 +226,50 @@ def _handler(settings: PushSettings) -> Handler:
     return handler
 
 
-def push(registry: CollectorRegistry, settings: PushSettings) -> None:
-    """PUT the registry as the probe's group; retries with backoff, then PushError."""
+def retry_after_seconds(value: str | None, now: float) -> float | None:
+    """Seconds an HTTP Retry-After header asks for (delta-seconds or an HTTP date)."""
+    if not value:
+        return None
+    text = value.strip()
+    if text.isdigit():
+        return float(text)
+    try:
+        when = email.utils.parsedate_to_datetime(text)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - now)
+
+
+def retry_wait(settings: PushSettings, retry: int, retry_after: float | None, rand: float) -> float:
+    """Seconds to wait before retry ``retry`` (1-based); ``rand`` is uniform in [0, 1)."""
+    jittered = rand * min(settings.backoff_cap, settings.backoff * 2.0**retry)
+    if retry_after is None:
+        return jittered
+    # the gateway said when it can take us; a little jitter keeps us from all coming at once
+    return retry_after + rand * settings.backoff
+
+
+def push(
+    registry: CollectorRegistry,
+    settings: PushSettings,
+    sleep: Callable[[float], None] = time.sleep,
+    rand: Callable[[], float] = random.random,
+) -> None:
+    """PUT the registry as the probe's group; bounded retries with full jitter, then PushError.
+
+    A 4xx other than 408/429 is not retried (the request is wrong); a 429/503 with
+    Retry-After waits as long as the gateway asks (or gives up when that is beyond
+    ``retry_after_cap``), so an overloaded gateway gets fewer requests, not more.
+    """
     namespace_label, probe_label = GROUPING_LABELS
     grouping = {namespace_label: settings.namespace, probe_label: settings.probe}
-    delay = settings.backoff
     last = "no attempt"
     # Built once (the SSL context reads the CA file), inside the try so that a failure
     # to build it is retried and reported like any other failed attempt.
     handler: Handler | None = None
-    for attempt in range(max(1, settings.attempts)):
+    attempts = max(1, settings.attempts)
+    for attempt in range(attempts):
+        retry_after: float | None = None
         try:
             if handler is None:
                 handler = _handler(settings)
@@ -244,11 +286,15 @@ def push(registry: CollectorRegistry, settings: PushSettings) -> None:
             last = f"HTTP {err.code} {err.reason}"
             if 400 <= err.code < 500 and err.code not in (408, 429):
                 break  # our request is wrong (auth, payload): retrying will not help
+            if err.code in (429, 503):
+                retry_after = retry_after_seconds(err.headers.get("Retry-After"), time.time())
+                if retry_after is not None and retry_after > settings.retry_after_cap:
+                    last += f" (Retry-After {retry_after:.0f} s: later than this run can wait)"
+                    break
         except urllib.error.URLError as err:
             last = str(err.reason)
         except (OSError, PushError, ValueError) as err:
             last = str(err) or type(err).__name__
-        if attempt + 1 < settings.attempts:
-            time.sleep(delay)
-            delay *= 2
+        if attempt + 1 < attempts:
+            sleep(retry_wait(settings, attempt + 1, retry_after, rand()))
     raise PushError(f"push to {settings.url} failed: {last}")

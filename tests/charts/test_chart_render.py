@@ -248,6 +248,59 @@ def test_pushgateway_resources_given_replace_the_derived_ones() -> None:
     }
 
 
+def test_bundled_shards_are_one_deployment_and_service_each_and_the_operators_shards() -> None:
+    docs = render([], {"pushgateway.shards": "3", "pushgateway.expectedProbes": "9000"})
+    deployments = [d for d in by_kind(docs, "Deployment") if "-pushgateway" in d["metadata"]["name"]]
+    services = [d for d in by_kind(docs, "Service") if "-pushgateway" in d["metadata"]["name"]]
+    names = [f"trop-traceroute-operator-pushgateway-{i}" for i in range(3)]
+    assert sorted(d["metadata"]["name"] for d in deployments) == names
+    assert sorted(s["metadata"]["name"] for s in services) == names
+    config = OperatorConfig.from_env(operator_environment(docs, RELEASE_NAMESPACE))
+    assert config.pushgateway_shards == tuple(
+        f"http://{n}.{RELEASE_NAMESPACE}.svc:9091" for n in names
+    )
+    selector = set(config.monitoring.pushgateway_selector.items())
+    for deployment in deployments:
+        # each Service reaches only its own shard's pod ...
+        pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
+        service = one(services, "Service", deployment["metadata"]["name"])
+        assert set(service["spec"]["selector"].items()) <= set(pod_labels.items())
+        assert set(deployment["spec"]["selector"]["matchLabels"].items()) == set(
+            service["spec"]["selector"].items()
+        )
+        # ... and the one generated ServiceMonitor selects every shard's Service
+        assert selector <= set(service["metadata"]["labels"].items())
+        (container,) = deployment["spec"]["template"]["spec"]["containers"]
+        # each sized for its third of the probes: 32Mi + 3000/8
+        assert container["resources"]["requests"]["memory"] == "407Mi"
+    others = {s["spec"]["selector"]["traceroute.dev/pushgateway-shard"] for s in services}
+    assert others == {"0", "1", "2"}
+
+
+def test_one_shard_renders_as_before_without_a_shard_label() -> None:
+    docs = render([], {})
+    deployment = one(docs, "Deployment", "-pushgateway")
+    assert deployment["metadata"]["name"] == "trop-traceroute-operator-pushgateway"
+    assert "traceroute.dev/pushgateway-shard" not in deployment["spec"]["selector"]["matchLabels"]
+    config = OperatorConfig.from_env(operator_environment(docs, RELEASE_NAMESPACE))
+    assert config.pushgateway_shards == ()
+
+
+def test_external_shard_urls_reach_the_operator() -> None:
+    urls = ["https://pgw-a.monitoring.svc:9091", "https://pgw-b.monitoring.svc:9091"]
+    docs = render(
+        [],
+        {
+            "pushgateway.enabled": "false",
+            "pushgateway.shardURLs": "{" + ",".join(urls) + "}",
+        },
+    )
+    assert not [d for d in docs if "pushgateway" in d["metadata"]["name"]]
+    config = OperatorConfig.from_env(operator_environment(docs, RELEASE_NAMESPACE))
+    assert config.pushgateway_shards == tuple(urls)
+    assert config.own_pushgateway_urls == tuple(urls)
+
+
 def _rules(doc: dict[str, Any]) -> set[tuple[str, str, str]]:
     return {
         (group, resource, verb)
@@ -527,3 +580,14 @@ def test_trust_allowlists_reach_the_operator() -> None:
         "registry.example/probes/",
         "registry.example/x",
     )
+
+
+def test_one_existing_claim_cannot_serve_several_shards() -> None:
+    error = render_error(
+        {
+            "pushgateway.shards": "2",
+            "pushgateway.persistence.enabled": "true",
+            "pushgateway.persistence.existingClaim": "pgw-data",
+        }
+    )
+    assert "existingClaim" in error and "pushgateway.shards" in error

@@ -40,7 +40,7 @@ def test_applies_what_the_builders_make_and_reports_ready() -> None:
     verb = applier(kube)
     verb.reconcile(body)
     ref, spec = parsed(body)
-    desired = desired_objects(ref, spec, effective_pushgateway(spec, CONFIG), CONFIG)
+    desired = desired_objects(ref, spec, effective_pushgateway(spec, CONFIG, ref), CONFIG)
     cronjob = kube.stored("cronjobs", "net", "trp-edge")
     assert cronjob is not None
     assert cronjob["spec"] == desired.cronjob["spec"]

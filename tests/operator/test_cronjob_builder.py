@@ -13,6 +13,7 @@ from traceroute_operator.naming import CRONJOB_NAME_LIMIT, cronjob_name
 from traceroute_operator.pushgateway_policy import effective_pushgateway
 from traceroute_operator.ref import ProbeRef
 from traceroute_operator.spec import ProbeSpec, SpecError
+from traceroute_operator.stagger import identity, resolve_schedule, start_delay_seconds
 
 from tests.operator.probes import parsed
 
@@ -36,7 +37,7 @@ def probe(
 def build(body: dict[str, Any], config: OperatorConfig) -> dict[str, Any]:
     """Parse at the edge, then build: what the operator and `render` do."""
     ref, spec = parsed(body)
-    return build_cronjob(ref, spec, effective_pushgateway(spec, config), config)
+    return build_cronjob(ref, spec, effective_pushgateway(spec, config, ref), config)
 
 
 def pod_spec(cronjob: dict[str, Any]) -> dict[str, Any]:
@@ -105,6 +106,32 @@ def test_schedule_policy_and_history() -> None:
     assert job["activeDeadlineSeconds"] == 20 + CONFIG.job_deadline_margin_seconds
 
 
+def test_h_schedule_is_resolved_from_the_identity_with_a_start_delay() -> None:
+    default = build(probe({"targets": ["a"], "timeoutSeconds": 20}), CONFIG)
+    ref = ProbeRef("net", "edge")
+    assert default["spec"]["schedule"] == resolve_schedule("H/5 * * * *", identity("net", "edge"))
+    assert "H" not in default["spec"]["schedule"]
+    delay = start_delay_seconds("H/5 * * * *", identity(ref.namespace, ref.name), 20)
+    args = pod_spec(default)["containers"][0]["args"]
+    assert arg_value(args, "--start-delay-seconds") == ([str(delay)] if delay else [])
+    job = default["spec"]["jobTemplate"]["spec"]
+    assert job["activeDeadlineSeconds"] == 20 + delay + CONFIG.job_deadline_margin_seconds
+    # the uid is not part of the identity: a re-created probe keeps its minute
+    again = build(probe({"targets": ["a"], "timeoutSeconds": 20}, uid="uid-2"), CONFIG)
+    assert again["spec"]["schedule"] == default["spec"]["schedule"]
+    # an explicit schedule keeps its exact start: no delay
+    plain = build(probe({"targets": ["a"], "schedule": "*/5 * * * *"}), CONFIG)
+    assert "--start-delay-seconds" not in pod_spec(plain)["containers"][0]["args"]
+
+
+def test_probes_get_spread_start_delays() -> None:
+    delays: set[str] = set()
+    for i in range(40):
+        args = pod_spec(build(probe(name=f"p{i}"), CONFIG))["containers"][0]["args"]
+        delays.update(arg_value(args, "--start-delay-seconds"))
+    assert len(delays) > 10
+
+
 def test_suspend_is_honoured() -> None:
     assert build(probe({"targets": ["a"], "suspend": True}), CONFIG)["spec"]["suspend"] is True
 
@@ -149,7 +176,9 @@ def test_args_follow_the_probe_cli() -> None:
             "metricLabels": {"team": "net", "env": "prod"},
         }
     )
-    args = probe_args(ProbeRef("net", "edge"), spec, effective_pushgateway(spec, CONFIG))
+    args = probe_args(
+        ProbeRef("net", "edge"), spec, effective_pushgateway(spec, CONFIG, ProbeRef("net", "edge"))
+    )
     assert args[args.index("--") + 1 :] == ["a.example", "2001:db8::1"]
     expected = {
         "--protocol": ["tcp"],
@@ -296,3 +325,19 @@ def test_default_image_pull_secrets_only_for_the_default_image() -> None:
     ]
     own_image = probe({"targets": ["a"], "image": "elsewhere.example/probe:1"})
     assert "imagePullSecrets" not in pod_spec(build(own_image, config))
+
+
+def test_the_start_delay_can_be_capped_or_turned_off() -> None:
+    off = OperatorConfig(probe_start_delay_max_seconds=0)
+    capped = OperatorConfig(probe_start_delay_max_seconds=5)
+    for i in range(40):
+        body = probe(name=f"p{i}")
+        assert "--start-delay-seconds" not in pod_spec(build(body, off))["containers"][0]["args"]
+        args = pod_spec(build(body, capped))["containers"][0]["args"]
+        assert all(0 < int(v) <= 5 for v in arg_value(args, "--start-delay-seconds"))
+    assert (
+        OperatorConfig.from_env(
+            {"TRACEROUTE_PROBE_START_DELAY_MAX_SECONDS": "0"}
+        ).probe_start_delay_max_seconds
+        == 0
+    )

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from traceroute_operator.schedule import ScheduleError, max_interval_seconds
+from traceroute_operator.schedule import ScheduleError, max_interval_seconds, min_interval_seconds
 
 MIN = 60
 HOUR = 3600
@@ -61,3 +61,20 @@ def test_longest_gap(schedule: str, expected: float) -> None:
 def test_bad_schedules_are_refused(schedule: str, message: str) -> None:
     with pytest.raises(ScheduleError, match=message):
         max_interval_seconds(schedule)
+
+
+@pytest.mark.parametrize(
+    ("schedule", "expected"),
+    [
+        ("* * * * *", MIN),
+        ("*/7 * * * *", 4 * MIN),  # 56 -> 0 of the next hour
+        ("0,10 * * * *", 10 * MIN),
+        ("30 2 * * *", DAY),
+        ("0 9 * * 1-5", DAY),
+        ("0 23,1 * * *", 2 * HOUR),  # 23:00 -> 01:00 across midnight
+        ("@every 90s", 90),
+        ("@hourly", HOUR),
+    ],
+)
+def test_shortest_gap(schedule: str, expected: float) -> None:
+    assert min_interval_seconds(schedule) == expected

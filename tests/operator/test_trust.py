@@ -49,12 +49,12 @@ def test_url_matches_on_scheme_host_port_and_path_segments(
 
 
 def test_default_pushgateway_needs_no_allowlist() -> None:
-    assert check_pushgateway_url(None, DEFAULT_URL, ()) is None
-    assert check_pushgateway_url(DEFAULT_URL + "/", DEFAULT_URL, ()) is None
+    assert check_pushgateway_url(None, (DEFAULT_URL,), ()) is None
+    assert check_pushgateway_url(DEFAULT_URL + "/", (DEFAULT_URL,), ()) is None
 
 
 def test_other_pushgateway_is_refused_naming_field_and_rule() -> None:
-    refusal = check_pushgateway_url("http://attacker.example:9091", DEFAULT_URL, ())
+    refusal = check_pushgateway_url("http://attacker.example:9091", (DEFAULT_URL,), ())
     assert refusal is not None
     assert refusal.field == "spec.pushgateway.url"
     assert refusal.reason == "PushgatewayURLNotAllowed"
@@ -64,8 +64,8 @@ def test_other_pushgateway_is_refused_naming_field_and_rule() -> None:
 
 def test_allowlisted_pushgateway_is_accepted_and_others_named() -> None:
     allowed = ("https://pgw.monitoring.svc:9091",)
-    assert check_pushgateway_url("https://pgw.monitoring.svc:9091", DEFAULT_URL, allowed) is None
-    refusal = check_pushgateway_url("https://pgw.monitoring.svc:9092", DEFAULT_URL, allowed)
+    assert check_pushgateway_url("https://pgw.monitoring.svc:9091", (DEFAULT_URL,), allowed) is None
+    refusal = check_pushgateway_url("https://pgw.monitoring.svc:9092", (DEFAULT_URL,), allowed)
     assert refusal is not None
     assert "https://pgw.monitoring.svc:9091" in refusal.message
 

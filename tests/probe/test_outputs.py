@@ -213,6 +213,7 @@ def _run_cli(*args: str) -> subprocess.CompletedProcess[str]:
         ["--expected-hops", "other=3", "10.0.0.1"],
         ["--pushgateway", "http://127.0.0.1:9", "10.0.0.1"],
         ["--port", "80", "10.0.0.1"],
+        ["--start-delay-seconds", "51", "10.0.0.1"],
         [],
         [f"10.0.0.{i}" for i in range(1, 66)],
     ],

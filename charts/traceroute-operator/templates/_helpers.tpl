@@ -81,9 +81,35 @@ Call: include "traceroute-operator.image" (dict "image" .Values.operator.image "
 {{- end }}
 
 {{/* URL the probes push to and the operator deletes groups from. */}}
+{{/* Name of one bundled Pushgateway shard: the plain name when there is one shard. */}}
+{{- define "traceroute-operator.pushgatewayShardName" -}}
+{{- $name := include "traceroute-operator.pushgatewayName" .root -}}
+{{- if eq (int .root.Values.pushgateway.shards) 1 -}}
+{{- $name -}}
+{{- else -}}
+{{- printf "%s-%d" ($name | trunc 60 | trimSuffix "-") (int .shard) -}}
+{{- end -}}
+{{- end }}
+
+{{/* Comma-separated shard URLs for TRACEROUTE_PUSHGATEWAY_SHARDS; empty with one gateway. */}}
+{{- define "traceroute-operator.pushgatewayShardURLs" -}}
+{{- $pg := .Values.pushgateway -}}
+{{- if and $pg.enabled (gt (int $pg.shards) 1) -}}
+{{- $urls := list -}}
+{{- range $shard := until (int $pg.shards) -}}
+{{- $urls = append $urls (printf "http://%s.%s.svc:%d" (include "traceroute-operator.pushgatewayShardName" (dict "root" $ "shard" $shard)) $.Release.Namespace (int $pg.service.port)) -}}
+{{- end -}}
+{{- join "," $urls -}}
+{{- else if not $pg.enabled -}}
+{{- join "," $pg.shardURLs -}}
+{{- end -}}
+{{- end }}
+
 {{- define "traceroute-operator.pushgatewayUrl" -}}
 {{- if .Values.pushgateway.enabled -}}
-{{- printf "http://%s.%s.svc:%d" (include "traceroute-operator.pushgatewayName" .) .Release.Namespace (int .Values.pushgateway.service.port) -}}
+{{- printf "http://%s.%s.svc:%d" (include "traceroute-operator.pushgatewayShardName" (dict "root" . "shard" 0)) .Release.Namespace (int .Values.pushgateway.service.port) -}}
+{{- else if .Values.pushgateway.shardURLs -}}
+{{- first .Values.pushgateway.shardURLs -}}
 {{- else -}}
 {{- required "pushgateway.url is required when pushgateway.enabled is false" .Values.pushgateway.url -}}
 {{- end -}}
@@ -96,7 +122,9 @@ request, the heap Go's GC lets grow to), then whatever pushgateway.resources set
 */}}
 {{- define "traceroute-operator.pushgatewayResources" -}}
 {{- $pg := .Values.pushgateway -}}
-{{- $requestMi := add 32 (div (add (int $pg.expectedProbes) 7) 8) -}}
+{{- /* each shard holds about 1/shards of the probes */}}
+{{- $perShard := div (add (int $pg.expectedProbes) (sub (int $pg.shards) 1)) (max 1 (int $pg.shards)) -}}
+{{- $requestMi := add 32 (div (add $perShard 7) 8) -}}
 {{- $derived := dict "requests" (dict "memory" (printf "%dMi" $requestMi)) "limits" (dict "memory" (printf "%dMi" (mul 2 $requestMi))) -}}
 {{- toYaml (mergeOverwrite $derived (deepCopy $pg.resources)) -}}
 {{- end }}

@@ -10,12 +10,23 @@ from ..naming import CONTAINER_NAME, TERMINATION_MESSAGE_PATH, cronjob_name, pro
 from ..pushgateway_policy import EffectivePushgateway
 from ..ref import ProbeRef
 from ..spec import ProbeSpec
+from ..stagger import (
+    MAX_START_DELAY_SECONDS,
+    identity,
+    resolve_schedule,
+    start_delay_seconds,
+)
 
 CA_MOUNT = "/etc/traceroute-probe/pushgateway-ca"
 AUTH_MOUNT = "/etc/traceroute-probe/pushgateway-auth"
 
 
-def probe_args(ref: ProbeRef, spec: ProbeSpec, pushgateway: EffectivePushgateway) -> list[str]:
+def probe_args(
+    ref: ProbeRef,
+    spec: ProbeSpec,
+    pushgateway: EffectivePushgateway,
+    max_start_delay: int = MAX_START_DELAY_SECONDS,
+) -> list[str]:
     """Command-line arguments of the probe (contracts.md section 2)."""
     args = [
         "--protocol",
@@ -41,6 +52,8 @@ def probe_args(ref: ProbeRef, spec: ProbeSpec, pushgateway: EffectivePushgateway
     ]
     if spec.port is not None:
         args += ["--port", str(spec.port)]
+    if (delay := _start_delay(ref, spec, max_start_delay)) > 0:
+        args += ["--start-delay-seconds", str(delay)]
     args += ["--pushgateway", pushgateway.url]
     if pushgateway.tls_ca is not None:
         args += ["--pushgateway-ca", f"{CA_MOUNT}/ca.crt"]
@@ -59,6 +72,12 @@ def probe_args(ref: ProbeRef, spec: ProbeSpec, pushgateway: EffectivePushgateway
         args += ["--expected-hops", f"{target}={spec.expected_hops_by_target[target]}"]
     # "--" ends the options: a target can never be read as one
     return [*args, "--", *spec.targets]
+
+
+def _start_delay(ref: ProbeRef, spec: ProbeSpec, max_delay: int) -> int:
+    return start_delay_seconds(
+        spec.schedule, identity(ref.namespace, ref.name), spec.timeout_seconds, max_delay
+    )
 
 
 def _resources(spec: ProbeSpec, config: OperatorConfig) -> dict[str, Any]:
@@ -119,7 +138,7 @@ def build_cronjob(
         "imagePullPolicy": spec.image_pull_policy
         or ("IfNotPresent" if spec.image else config.probe_image_pull_policy),
         "command": list(config.probe_command),
-        "args": probe_args(ref, spec, pushgateway),
+        "args": probe_args(ref, spec, pushgateway, config.probe_start_delay_max_seconds),
         "resources": _resources(spec, config),
         "securityContext": {
             "allowPrivilegeEscalation": False,
@@ -170,7 +189,7 @@ def build_cronjob(
         pod_spec["affinity"] = dict(spec.affinity)
 
     cronjob_spec: dict[str, Any] = {
-        "schedule": spec.schedule,
+        "schedule": resolve_schedule(spec.schedule, identity(ref.namespace, ref.name)),
         "suspend": spec.suspend,
         "concurrencyPolicy": "Forbid",
         "startingDeadlineSeconds": config.starting_deadline_seconds,
@@ -181,7 +200,9 @@ def build_cronjob(
             "spec": {
                 # a failed run is not retried: the next scheduled run is the retry
                 "backoffLimit": 0,
-                "activeDeadlineSeconds": spec.timeout_seconds + config.job_deadline_margin_seconds,
+                "activeDeadlineSeconds": spec.timeout_seconds
+                + _start_delay(ref, spec, config.probe_start_delay_max_seconds)
+                + config.job_deadline_margin_seconds,
                 "template": {"metadata": {"labels": dict(labels)}, "spec": pod_spec},
             },
         },

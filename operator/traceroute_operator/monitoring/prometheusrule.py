@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from ..naming import LABEL_PROBE, bounded_name
 from ..ref import ProbeRef
 from ..schedule import max_interval_seconds
+from ..stagger import identity, resolve_schedule
 from ._common import common_labels, duration, promql_string
 from .settings import MonitoringSettings
 
@@ -66,7 +67,8 @@ def build_prometheusrule(
     ref: ProbeRef, spec: ProbeSpec, settings: MonitoringSettings
 ) -> dict[str, Any]:
     """The PrometheusRule (monitoring.coreos.com/v1) holding the alerts of one probe."""
-    timings = alert_timings(spec.schedule, settings)
+    # the CronJob's own schedule: an H form's gaps depend on the values it resolves to
+    timings = alert_timings(_resolved(ref, spec), settings)
     metadata: dict[str, Any] = {
         "name": prometheusrule_name(ref.name),
         "namespace": ref.namespace,
@@ -190,9 +192,9 @@ def build_alert_rules(
     if not spec.suspend:
         stale = duration(timings.stale)
         targets = _targets_text(spec.targets)
-        schedule = (
-            f"its schedule {spec.schedule!r} runs at least every {duration(timings.interval)}"
-        )
+        resolved = _resolved(ref, spec)
+        shown = repr(spec.schedule) + (f" ({resolved})" if resolved != spec.schedule else "")
+        schedule = f"its schedule {shown} runs at least every {duration(timings.interval)}"
         add(
             "TracerouteProbeStale",
             f"time() - max by (namespace, probe) (traceroute_run_timestamp_seconds{{{sel}}})"
@@ -215,6 +217,10 @@ def build_alert_rules(
         )
         rules[-1]["labels"]["reason"] = "no_results"
     return rules
+
+
+def _resolved(ref: ProbeRef, spec: ProbeSpec) -> str:
+    return resolve_schedule(spec.schedule, identity(ref.namespace, ref.name))
 
 
 def _current_value(selector_format: str, fmt: str) -> str:

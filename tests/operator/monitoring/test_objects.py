@@ -141,7 +141,8 @@ def test_suspended_probe_gets_no_stale_alert() -> None:
 
 
 def test_spec_defaults_reach_the_rule_and_no_uid_means_no_owner() -> None:
-    # the typed spec carries the CRD's default schedule: every 5 min, so stale after 15 min
+    # the typed spec carries the CRD's default schedule: every 5 min at the probe's own
+    # minute (n/p hashes to offset 0), so stale after 15 min
     rule = build_prometheusrule(
         ProbeRef("n", "p"), ProbeSpec(targets=("a.example",)), MonitoringSettings()
     )
@@ -149,7 +150,7 @@ def test_spec_defaults_reach_the_rule_and_no_uid_means_no_owner() -> None:
     rules = rule["spec"]["groups"][0]["rules"]
     (stale,) = [r for r in rules if r.get("labels", {}).get("reason") == "no_recent_run"]
     assert stale["expr"].endswith("> 900")
-    assert "'*/5 * * * *'" in stale["annotations"]["description"]
+    assert "'H/5 * * * *' (0-59/5 * * * *)" in stale["annotations"]["description"]
     assert "(targets: a.example)" in stale["annotations"]["description"]
 
 
