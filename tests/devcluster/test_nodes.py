@@ -84,9 +84,8 @@ def probe_pod(
     )
     body = probe_object(namespace, name, dev.target_address())
     spec = ProbeSpec.from_dict(body["spec"])
-    cronjob = build_cronjob(
-        ProbeRef.from_body(body), spec, effective_pushgateway(spec, config), config
-    )
+    ref = ProbeRef.from_body(body)
+    cronjob = build_cronjob(ref, spec, effective_pushgateway(spec, config, ref), config)
     template = cronjob["spec"]["jobTemplate"]["spec"]["template"]
     pod = template["spec"]
     pod["nodeSelector"] = {"kubernetes.io/hostname": node.name}
