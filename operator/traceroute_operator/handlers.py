@@ -136,6 +136,14 @@ def probe_pod(body: kopf.Body, **_: Any) -> None:
         log.warning("probe pod result not applied yet: %s", exc)
 
 
+@kopf.on.event(
+    "batch", "v1", "cronjobs", labels={LABEL_PROBE: kopf.PRESENT, LABEL_MANAGED_BY: MANAGED_BY}
+)
+def probe_cronjob(body: kopf.Body, type: str | None, **_: Any) -> None:
+    # a CronJob deleted or edited by hand comes back now, not at the next resync
+    reconciler().handle_cronjob(type, plain(body))
+
+
 @kopf.on.probe(id="probes")
 def managed_probes(**_: Any) -> int:
     """Liveness endpoint payload: how many probes this process manages."""

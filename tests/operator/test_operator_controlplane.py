@@ -39,6 +39,7 @@ from devcluster.operator_process import (
     get_or_none,
     get_probe,
     install_crd,
+    is_ready,
     probe_manifest,
     probe_path,
     wait_ready,
@@ -389,6 +390,39 @@ def test_someone_deleting_the_cronjob_gets_it_back_on_resync(
         )
     finally:
         process.stop()
+
+
+def test_a_cronjob_deleted_or_edited_by_hand_is_restored_within_seconds(
+    operator: OperatorProcess, kube: KubeRest, k8s_namespace: str
+) -> None:
+    # the default resync (600 s) is far away: only the CronJob watch can bring it back
+    create_probe(kube, k8s_namespace, "hand", {"targets": ["192.0.2.1"]})
+    wait_ready(kube, k8s_namespace, "hand")
+    path = f"/apis/batch/v1/namespaces/{k8s_namespace}/cronjobs/trp-hand"
+    first_uid = kube.get(path)["metadata"]["uid"]
+    kube.delete(path)
+
+    def recreated() -> dict[str, Any] | None:
+        cronjob = cronjob_of(kube, k8s_namespace, "hand")
+        if cronjob is None or cronjob["metadata"]["uid"] == first_uid:
+            return None
+        return None if cronjob["metadata"].get("deletionTimestamp") else cronjob
+
+    wait_until(recreated, timeout=10, what="CronJob re-created by the watch")
+    assert is_ready(get_probe(kube, k8s_namespace, "hand") or {"metadata": {}})
+
+    kube.merge_patch(path, {"spec": {"schedule": "0 3 * * *", "suspend": True}})
+    wait_until(
+        lambda: (
+            (cronjob := cronjob_of(kube, k8s_namespace, "hand")) is not None
+            and cronjob["spec"]["schedule"] == "*/5 * * * *"
+            and cronjob["spec"]["suspend"] is False
+        ),
+        timeout=10,
+        what="hand-edited schedule restored",
+    )
+    assert operator.metric("traceroute_operator_cronjob_restores_total", change="deleted") == 1
+    assert operator.metric("traceroute_operator_cronjob_restores_total", change="changed") >= 1
 
 
 def test_delete_removes_cronjob_pushgateway_groups_and_shared_objects(
