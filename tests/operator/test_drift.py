@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from typing import Any
 
 from traceroute_operator.apply import ChildApplier
 from traceroute_operator.config import OperatorConfig
@@ -23,7 +24,10 @@ def drift_verb(kube: FakeKube) -> CronJobDrift:
 
 
 def test_contains_allows_defaulted_fields_but_not_changed_ones() -> None:
-    desired = {"schedule": "*/5 * * * *", "jobTemplate": {"containers": [{"name": "probe"}]}}
+    desired: dict[str, Any] = {
+        "schedule": "*/5 * * * *",
+        "jobTemplate": {"containers": [{"name": "probe"}]},
+    }
     defaulted = copy.deepcopy(desired)
     defaulted["jobTemplate"]["containers"][0]["imagePullPolicy"] = "IfNotPresent"
     defaulted["successfulJobsHistoryLimit"] = 3
