@@ -5,6 +5,7 @@ one shared context (context.py):
 
 - ``apply.ChildApplier``: reconcile a probe (CronJob, its PrometheusRule, status);
 - ``runs.RunReader``: read a finished pod's result into the status, Events, the verdict;
+- ``pending.PendingRuns``: a run whose pod cannot start (or whose Job ran out of time);
 - ``shared.SharedMonitoring``: the ServiceMonitor and dashboards all probes share;
 - ``cleanup.Cleanup``: what a deleted probe leaves outside owner-reference reach;
 - ``drift.CronJobDrift``: a CronJob deleted or edited by someone else comes back.
@@ -25,6 +26,7 @@ from .context import OperatorContext
 from .drift import CronJobDrift
 from .kube import Kube
 from .metrics import OperatorMetrics
+from .pending import PendingRuns
 from .runs import RunReader
 from .shared import SharedMonitoring
 
@@ -41,6 +43,7 @@ class ProbeReconciler:
         self.shared = SharedMonitoring(self.ctx)
         self.children = ChildApplier(self.ctx, self.shared)
         self.runs = RunReader(self.ctx)
+        self.pending = PendingRuns(self.ctx)
         self.deletion = Cleanup(self.ctx, self.shared)
         self.drift = CronJobDrift(self.ctx, self.children)
 
@@ -54,6 +57,12 @@ class ProbeReconciler:
 
     def handle_pod(self, pod: Mapping[str, Any]) -> None:
         self.runs.handle_pod(pod)
+
+    def handle_pending_pod(self, pod: Mapping[str, Any]) -> None:
+        self.pending.handle_pod(pod)
+
+    def handle_job(self, job: Mapping[str, Any]) -> None:
+        self.pending.handle_job(job)
 
     def handle_cronjob(self, event_type: str | None, cronjob: Mapping[str, Any]) -> None:
         self.drift.handle_cronjob(event_type, cronjob)
