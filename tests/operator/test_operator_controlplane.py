@@ -329,6 +329,61 @@ def test_silent_hop_flicker_is_no_change(
     assert operator.metric("traceroute_operator_path_changes_total") == 0
 
 
+# --- runs that never start -----------------------------------------------------------------
+
+
+def _not_ready_because(kube: KubeRest, namespace: str, name: str, reason: str) -> dict[str, Any]:
+    def stuck() -> dict[str, Any] | None:
+        probe = get_probe(kube, namespace, name)
+        ready = condition(probe, "Ready")
+        return probe if (ready.get("status"), ready.get("reason")) == ("False", reason) else None
+
+    found: dict[str, Any] = wait_until(stuck, timeout=20, what=f"Ready=False {reason}")
+    return found
+
+
+def test_runs_that_cannot_start_turn_the_probe_not_ready_with_the_kubelets_reason(
+    operator_factory: Callable[..., OperatorProcess],
+    pod_runner: Any,
+    kube: KubeRest,
+    k8s_namespace: str,
+) -> None:
+    # the admin's default basic-auth Secret is missing in this namespace: the kubelet (pod
+    # runner) cannot create the container
+    operator_factory({"TRACEROUTE_PUSHGATEWAY_BASIC_AUTH_SECRET": "absent-auth"}).start()
+    create_probe(kube, k8s_namespace, "nosecret", {"targets": ["192.0.2.1"]})
+    create_probe(
+        kube,
+        k8s_namespace,
+        "nonode",
+        {"targets": ["192.0.2.1"], "nodeSelector": {"topology.kubernetes.io/zone": "mars"}},
+    )
+    for name in ("nosecret", "nonode"):
+        wait_ready(kube, k8s_namespace, name)
+        create_job_from_cronjob(kube, k8s_namespace, f"trp-{name}", f"trp-{name}-m1")
+
+    probe = _not_ready_because(kube, k8s_namespace, "nosecret", "CreateContainerConfigError")
+    assert condition(probe, "Stalled")["status"] == "True"
+    assert condition(probe, "RunsStarted")["reason"] == "CreateContainerConfigError"
+    assert "absent-auth" in condition(probe, "Ready")["message"]
+    (event,) = wait_until(
+        lambda: events_for(kube, k8s_namespace, "nosecret", "RunNotStarted"),
+        timeout=10,
+        what="RunNotStarted event",
+    )
+    assert event["type"] == "Warning" and "CreateContainerConfigError" in event["message"]
+
+    probe = _not_ready_because(kube, k8s_namespace, "nonode", "Unschedulable")
+    assert "didn't match" in condition(probe, "RunsStarted")["message"]
+    assert events_for(kube, k8s_namespace, "nonode", "RunNotStarted")
+
+    # the fix is a new spec: it is not reported failed before a run of it could start
+    kube.merge_patch(probe_path(k8s_namespace, "nonode"), {"spec": {"nodeSelector": None}})
+    fixed = wait_ready(kube, k8s_namespace, "nonode")
+    assert condition(fixed, "RunsStarted")["reason"] == "AwaitingRun"
+    assert condition(fixed, "Stalled")["status"] == "False"
+
+
 # --- spec changes, suspend, delete -------------------------------------------------------------
 
 
