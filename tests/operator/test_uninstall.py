@@ -3,6 +3,8 @@ nothing waits for ever."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from traceroute_operator.config import OperatorConfig
 from traceroute_operator.naming import FINALIZER
 from traceroute_operator.reconciler import ProbeReconciler
@@ -12,9 +14,9 @@ from traceroute_operator.uninstall import release, uninstall
 from tests.operator.fakes import Clock, FakeKube, probe_body, recording_pushgateway
 
 
-def finalized(name: str, namespace: str = "net") -> dict[str, object]:
+def finalized(name: str, namespace: str = "net") -> dict[str, Any]:
     body = probe_body(name=name, namespace=namespace, uid=f"uid-{name}")
-    body["metadata"]["finalizers"] = [FINALIZER]  # type: ignore[index]
+    body["metadata"]["finalizers"] = [FINALIZER]
     return body
 
 
