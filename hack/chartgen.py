@@ -282,6 +282,7 @@ def chart_schema() -> dict[str, Any]:
                     }
                 ),
                 "rbac": obj({"create": boolean()}),
+                "uninstall": obj({"hook": boolean(), "timeoutSeconds": integer(10, 3600)}),
                 "probe": obj(
                     {
                         "image": image(),
