@@ -308,6 +308,7 @@ def chart_schema() -> dict[str, Any]:
                         },
                     }
                 ),
+                "uninstall": obj({"hook": boolean(), "timeoutSeconds": integer(10, 3600)}),
                 "probe": obj(
                     {
                         "image": image(),

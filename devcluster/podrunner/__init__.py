@@ -23,6 +23,10 @@ process the way a kubelet would:
   `FallbackToLogsOnError`), `activeDeadlineSeconds` (DeadlineExceeded), restarts for
   `OnFailure`/`Always` (bounded), and graceful deletion (kill, then delete with grace 0).
 
+Scheduling: only `nodeSelector` is checked against the runner's Node labels; a pod that
+does not match stays Pending with `PodScheduled=False` reason `Unschedulable`, as
+kube-scheduler reports it.
+
 Not emulated: images (the host filesystem is the container's), resource limits, probes,
 init/sidecar/ephemeral containers (such pods fail with reason UnsupportedByPodRunner).
 

@@ -37,6 +37,30 @@ def is_unscheduled(pod: Pod) -> bool:
     )
 
 
+def unschedulable_status(
+    pod: Pod, node_labels: Mapping[str, str], now: str
+) -> dict[str, Any] | None:
+    """The PodScheduled=False status kube-scheduler writes for a pod whose nodeSelector this
+    node does not match (the only scheduling predicate emulated); None when it fits."""
+    selector = pod["spec"].get("nodeSelector") or {}
+    if all(node_labels.get(key) == value for key, value in selector.items()):
+        return None
+    return {
+        "status": {
+            "conditions": [
+                {
+                    "type": "PodScheduled",
+                    "status": "False",
+                    "reason": "Unschedulable",
+                    "message": "0/1 nodes are available: 1 node(s) didn't match Pod's node "
+                    "affinity/selector.",
+                    "lastTransitionTime": now,
+                }
+            ]
+        }
+    }
+
+
 def node_object(node_name: str) -> dict[str, Any]:
     return {
         "apiVersion": "v1",
@@ -105,6 +129,7 @@ class PodRunner:
         self.max_runtime_seconds = max_runtime_seconds
         self.images = dict(IMAGES if images is None else images)
         self.runs: dict[str, PodRun] = {}
+        self._unschedulable: set[str] = set()  # pods told so (once each)
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._tasks: dict[str, PodTask] = {}
@@ -252,6 +277,16 @@ class PodRunner:
                 self.confirm_delete(pod)
             return
         if task is not None or uid in self.runs or not is_unscheduled(pod):
+            return
+        labels = node_object(self.node_name)["metadata"]["labels"]
+        if (refused := unschedulable_status(pod, labels, now_rfc3339())) is not None:
+            if uid not in self._unschedulable:
+                self._unschedulable.add(uid)
+                with contextlib.suppress(KubeError), KubeRest(self.kubeconfig) as api:
+                    api.merge_patch(
+                        f"/api/v1/namespaces/{meta['namespace']}/pods/{meta['name']}/status",
+                        refused,
+                    )
             return
         self._start_task(pod)
 

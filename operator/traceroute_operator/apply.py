@@ -74,6 +74,7 @@ class ChildApplier:
             outcome = ReconcileOutcome(cronjob_name(ref.name), error=message)
             self._write(body, ref, outcome, spec)
             raise RetryableError(message) from exc
+        self.ctx.cronjobs.record(ref, desired.cronjob)
         monitoring_ok, monitoring_message = self._apply_monitoring(desired.owned_monitoring)
         outcome = ReconcileOutcome(
             cronjob_name=desired.cronjob["metadata"]["name"],

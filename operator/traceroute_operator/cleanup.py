@@ -36,6 +36,8 @@ class Cleanup:
         except SpecError:
             spec = None  # its groups can only be on the default Pushgateway
         with self.ctx.locks.hold(ref):
+            # first: the drift watch must not bring back the CronJob deleted below
+            self.ctx.cronjobs.forget(ref)
             self._delete_groups(ref, spec, give_up)
             # owned, so the garbage collector would remove it too; deleting it here makes
             # the runs stop now, not whenever the collector gets to it

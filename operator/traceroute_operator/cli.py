@@ -1,4 +1,5 @@
-"""``traceroute-operator``: run the operator, or render what it would create (offline)."""
+"""``traceroute-operator``: run the operator, render what it would create (offline), or
+take it away cleanly (``uninstall``, ``release``: see uninstall.py)."""
 
 from __future__ import annotations
 
@@ -98,6 +99,54 @@ def _run_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def _kube(config: OperatorConfig) -> Any:
+    # imported here: `render` works without cluster credentials or the client's config
+    from .kube import Kube, new_api_client  # noqa: PLC0415
+
+    return Kube(new_api_client(), config.api_timeout_seconds)
+
+
+def _uninstall_command(args: argparse.Namespace) -> int:
+    from .uninstall import uninstall  # noqa: PLC0415
+
+    try:
+        config = OperatorConfig.from_env()
+    except ConfigError as exc:
+        print(f"traceroute-operator: {exc}", file=sys.stderr)
+        return 2
+    scope = ", ".join(config.watch_namespaces) or "every namespace"
+    print(f"deleting every {KIND} in {scope}; waiting up to {args.timeout:.0f} s for the operator")
+    remaining = uninstall(_kube(config), config.watch_namespaces, args.timeout)
+    if not remaining:
+        print(f"every {KIND} is gone: the operator cleaned up after each of them")
+        return 0
+    names = ", ".join(f"{r.namespace}/{r.name}" for r in remaining[:20])
+    print(
+        f"traceroute-operator: {len(remaining)} {KIND}(s) still there after "
+        f"{args.timeout:.0f} s: {names}. Is the operator running? Without it, run "
+        "`traceroute-operator release --namespace <ns>` (cleans up and removes the "
+        "finalizer).",
+        file=sys.stderr,
+    )
+    return 1
+
+
+def _release_command(args: argparse.Namespace) -> int:
+    from .reconciler import ProbeReconciler  # noqa: PLC0415
+    from .uninstall import release  # noqa: PLC0415
+
+    try:
+        config = OperatorConfig.from_env()
+    except ConfigError as exc:
+        print(f"traceroute-operator: {exc}", file=sys.stderr)
+        return 2
+    reconciler = ProbeReconciler(_kube(config), config)
+    for namespace in args.namespace:
+        released = release(reconciler, namespace)
+        print(f"{namespace}: released {len(released)} {KIND}(s)")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="traceroute-operator",
@@ -121,6 +170,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         "-n", "--namespace", default="default", help="namespace of probes that name none"
     )
     rend.set_defaults(func=_render_command)
+    uninst = commands.add_parser(
+        "uninstall",
+        help=f"delete every {KIND} the operator serves (TRACEROUTE_WATCH_NAMESPACES) and wait "
+        "until the running operator has cleaned them up (the chart's pre-delete hook)",
+    )
+    uninst.add_argument(
+        "--timeout", type=float, default=240.0, help="seconds to wait (default 240)"
+    )
+    uninst.set_defaults(func=_uninstall_command)
+    rel = commands.add_parser(
+        "release",
+        help=f"without an operator: delete the {KIND}s of a namespace, clean up after them "
+        "(Pushgateway groups, CronJob) and remove their finalizer",
+    )
+    rel.add_argument(
+        "-n", "--namespace", action="append", required=True, help="namespace (repeatable)"
+    )
+    rel.set_defaults(func=_release_command)
     args = parser.parse_args(argv)
     code: int = args.func(args)
     return code

@@ -2,7 +2,7 @@
 
 The verbs (apply.py, runs.py, cleanup.py, shared.py) run in kopf's thread pool; a
 per-probe lock serialises this process's writers of one probe (reconcile, pod results,
-resync, cleanup).
+resync, cleanup, drift).
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 from .config import OperatorConfig
 from .events import EventRecorder
@@ -36,6 +37,30 @@ class ProbeLocks:
     def forget(self, probe: ProbeRef) -> None:
         with self._guard:
             self._locks.pop(probe.key, None)
+
+
+class AppliedCronJobs:
+    """The CronJob this process last applied per probe: what the drift watch restores.
+
+    A probe without an entry (not reconciled by this process yet, or cleaned up) is left
+    alone: its next reconcile (resume, update, resync) applies the CronJob anyway.
+    """
+
+    def __init__(self) -> None:
+        self._cronjobs: dict[tuple[str, str], dict[str, Any]] = {}
+        self._guard = threading.Lock()
+
+    def record(self, probe: ProbeRef, cronjob: dict[str, Any]) -> None:
+        with self._guard:
+            self._cronjobs[probe.key] = cronjob
+
+    def get(self, probe: ProbeRef) -> dict[str, Any] | None:
+        with self._guard:
+            return self._cronjobs.get(probe.key)
+
+    def forget(self, probe: ProbeRef) -> None:
+        with self._guard:
+            self._cronjobs.pop(probe.key, None)
 
 
 class ManagedProbes:
@@ -67,6 +92,7 @@ class OperatorContext:
     managed: ManagedProbes
     status: StatusWriter
     events: EventRecorder
+    cronjobs: AppliedCronJobs
 
     @classmethod
     def create(
@@ -85,4 +111,5 @@ class OperatorContext:
             managed=ManagedProbes(metrics),
             status=StatusWriter(kube, metrics),
             events=EventRecorder(kube, metrics, clock, socket.gethostname()),
+            cronjobs=AppliedCronJobs(),
         )

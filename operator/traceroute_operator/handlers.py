@@ -26,6 +26,7 @@ from .naming import (
     PLURAL,
     VERSION,
 )
+from .pending import job_start_problem, pod_start_problem
 from .reconciler import ProbeReconciler
 
 log = logging.getLogger("traceroute_operator")
@@ -139,6 +140,50 @@ def probe_pod(body: kopf.Body, **_: Any) -> None:
     except RetryableError as exc:
         # on.event handlers are not retried: the next event of this pod tries again
         log.warning("probe pod result not applied yet: %s", exc)
+
+
+def _not_starting(body: kopf.Body, **_: Any) -> bool:
+    return pod_start_problem(body) is not None
+
+
+@kopf.on.event(
+    "",
+    "v1",
+    "pods",
+    labels={LABEL_PROBE: kopf.PRESENT, LABEL_MANAGED_BY: MANAGED_BY},
+    when=_not_starting,
+)
+def pending_probe_pod(body: kopf.Body, **_: Any) -> None:
+    try:
+        reconciler().handle_pending_pod(plain(body))
+    except RetryableError as exc:
+        log.warning("pending probe pod not reported yet: %s", exc)
+
+
+def _deadline_exceeded(body: kopf.Body, **_: Any) -> bool:
+    return job_start_problem(body) is not None
+
+
+@kopf.on.event(
+    "batch",
+    "v1",
+    "jobs",
+    labels={LABEL_PROBE: kopf.PRESENT, LABEL_MANAGED_BY: MANAGED_BY},
+    when=_deadline_exceeded,
+)
+def probe_job(body: kopf.Body, **_: Any) -> None:
+    try:
+        reconciler().handle_job(plain(body))
+    except RetryableError as exc:
+        log.warning("failed probe Job not reported yet: %s", exc)
+
+
+@kopf.on.event(
+    "batch", "v1", "cronjobs", labels={LABEL_PROBE: kopf.PRESENT, LABEL_MANAGED_BY: MANAGED_BY}
+)
+def probe_cronjob(body: kopf.Body, type: str | None, **_: Any) -> None:
+    # a CronJob deleted or edited by hand comes back now, not at the next resync
+    reconciler().handle_cronjob(type, plain(body))
 
 
 @kopf.on.probe(id="probes")

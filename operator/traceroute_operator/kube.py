@@ -186,6 +186,23 @@ class Kube:
             raise
         return True
 
+    def merge_patch(
+        self,
+        api_version: str,
+        plural: str,
+        namespace: str | None,
+        name: str,
+        patch: Mapping[str, Any],
+    ) -> dict[str, Any]:
+        """JSON merge patch; a ``metadata.resourceVersion`` in it makes it conditional."""
+        result: dict[str, Any] = self.request(
+            "PATCH",
+            resource_path(api_version, plural, namespace, name),
+            body=patch,
+            content_type="application/merge-patch+json",
+        )
+        return result
+
     def replace_status(self, obj: Mapping[str, Any], plural: str) -> dict[str, Any]:
         """PUT the status subresource; ``metadata.resourceVersion`` makes it conditional."""
         meta = obj["metadata"]

@@ -47,6 +47,12 @@ class OperatorMetrics:
             ["namespace", "probe"],
             registry=self.registry,
         )
+        self.drift_restores = Counter(
+            "traceroute_operator_cronjob_restores_total",
+            "CronJobs restored after someone else deleted or changed them, by what happened.",
+            ["change"],
+            registry=self.registry,
+        )
         self.probes = Gauge(
             "traceroute_operator_probes",
             "TracerouteProbes this operator manages.",

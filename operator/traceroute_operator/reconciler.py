@@ -5,8 +5,10 @@ one shared context (context.py):
 
 - ``apply.ChildApplier``: reconcile a probe (CronJob, its PrometheusRule, status);
 - ``runs.RunReader``: read a finished pod's result into the status, Events, the verdict;
+- ``pending.PendingRuns``: a run whose pod cannot start (or whose Job ran out of time);
 - ``shared.SharedMonitoring``: the ServiceMonitor and dashboards all probes share;
-- ``cleanup.Cleanup``: what a deleted probe leaves outside owner-reference reach.
+- ``cleanup.Cleanup``: what a deleted probe leaves outside owner-reference reach;
+- ``drift.CronJobDrift``: a CronJob deleted or edited by someone else comes back.
 
 Everything is plain synchronous code on the official client (it runs in kopf's thread pool).
 """
@@ -21,8 +23,10 @@ from .apply import ChildApplier
 from .cleanup import Cleanup
 from .config import OperatorConfig
 from .context import OperatorContext
+from .drift import CronJobDrift
 from .kube import Kube
 from .metrics import OperatorMetrics
+from .pending import PendingRuns
 from .runs import RunReader
 from .shared import SharedMonitoring
 
@@ -39,7 +43,9 @@ class ProbeReconciler:
         self.shared = SharedMonitoring(self.ctx)
         self.children = ChildApplier(self.ctx, self.shared)
         self.runs = RunReader(self.ctx)
+        self.pending = PendingRuns(self.ctx)
         self.deletion = Cleanup(self.ctx, self.shared)
+        self.drift = CronJobDrift(self.ctx, self.children)
 
     @property
     def managed_probes(self) -> int:
@@ -51,6 +57,15 @@ class ProbeReconciler:
 
     def handle_pod(self, pod: Mapping[str, Any]) -> None:
         self.runs.handle_pod(pod)
+
+    def handle_pending_pod(self, pod: Mapping[str, Any]) -> None:
+        self.pending.handle_pod(pod)
+
+    def handle_job(self, job: Mapping[str, Any]) -> None:
+        self.pending.handle_job(job)
+
+    def handle_cronjob(self, event_type: str | None, cronjob: Mapping[str, Any]) -> None:
+        self.drift.handle_cronjob(event_type, cronjob)
 
     def cleanup(self, body: Mapping[str, Any], give_up: bool = False) -> None:
         self.deletion.cleanup(body, give_up)

@@ -19,6 +19,7 @@ from traceroute_probe.contract import MEASURED_EXIT_CODES
 
 from .context import OperatorContext
 from .naming import CONTAINER_NAME, LABEL_PROBE, LABEL_PROBE_UID
+from .pending import waiting_problem
 from .pushgateway import PushgatewayError, operator_endpoint, push_verdict, verdict_exposition
 from .pushgateway_policy import effective_pushgateway
 from .ref import ProbeRef
@@ -44,6 +45,7 @@ class FinishedPod:
     exit_code: int | None
     report: RunReport | None  # None: no usable result, ``failure`` says why
     failure: str | None
+    not_started: tuple[str, str] | None  # (reason, message): its container never ran
 
     @classmethod
     def from_pod(cls, pod: Mapping[str, Any], clock: Callable[[], float]) -> FinishedPod | None:
@@ -78,6 +80,15 @@ class FinishedPod:
                 or clock()
             )
         job_name = labels.get("batch.kubernetes.io/job-name") or labels.get("job-name")
+        not_started = None
+        if report is None and not terminated:
+            # its container never ran: still waiting (e.g. on its image) when the deadline
+            # came, or refused by the kubelet at admission
+            reason, why = waiting_problem(pod_status) or (
+                str(pod_status.get("reason") or "NotStarted"),
+                str(pod_status.get("message") or "the container never ran"),
+            )
+            not_started = (reason, f"pod {meta.get('name', '')}: {why}")
         return cls(
             probe=ProbeRef(namespace, probe_name, labels.get(LABEL_PROBE_UID) or None),
             run=RunRef(job_name=job_name, pod_name=meta.get("name", ""), pod_uid=pod_uid),
@@ -85,6 +96,7 @@ class FinishedPod:
             exit_code=exit_code if isinstance(exit_code, int) else None,
             report=report,
             failure=failure,
+            not_started=not_started,
         )
 
 
@@ -168,6 +180,7 @@ class RunReader:
             report=finished.report,
             failure=finished.failure,
             now=self.ctx.clock(),
+            not_started=finished.not_started,
         )
         return RunApplied(ProbeRef.from_body(current), spec, update)
 

@@ -3,6 +3,10 @@
 kstatus reads ``observedGeneration`` against ``metadata.generation`` and the abnormal-true
 conditions ``Reconciling``/``Stalled``; ``Ready`` is the normal-true summary. ``Reachable``
 and ``PathStable`` describe the network, not the operator, and never block readiness.
+``RunsStarted`` says whether the CronJob's runs start at all (a pod stuck on its image, its
+scheduling or a missing Secret, a Job past its deadline): False makes Ready False and
+Stalled True with the pod's reason, so kstatus and Argo CD see it; it is reset to Unknown
+by a new spec (which may be the fix) and set True by the next run that started.
 """
 
 from __future__ import annotations
@@ -71,7 +75,16 @@ def set_condition(  # noqa: PLR0917 (mirrors the condition's fields in order)
     return result
 
 
-CONDITION_ORDER = ("Ready", "Reconciling", "Stalled", "Reachable", "PathStable", "MonitoringReady")
+RUNS_STARTED = "RunsStarted"
+CONDITION_ORDER = (
+    "Ready",
+    "Reconciling",
+    "Stalled",
+    RUNS_STARTED,
+    "Reachable",
+    "PathStable",
+    "MonitoringReady",
+)
 
 
 def condition(status: Mapping[str, Any], type_: str) -> Mapping[str, Any] | None:
@@ -108,13 +121,8 @@ def reconciled_status(
     kstatus: tuple[tuple[str, str, str], ...]
     if outcome.error is None:
         status["observedGeneration"] = generation
-        ready_reason, ready_message = (
-            ("Suspended", "the CronJob is in place; runs are suspended")
-            if outcome.suspended
-            else ("CronJobReady", f"CronJob {outcome.cronjob_name} is in place")
-        )
         kstatus = (
-            ("True", ready_reason, ready_message),
+            ("True", *_in_place(outcome.suspended, outcome.cronjob_name)),
             ("False", "Reconciled", ""),
             ("False", "Reconciled", ""),
         )
@@ -142,6 +150,24 @@ def reconciled_status(
             conditions = set_condition(
                 conditions, type_, "Unknown", "NoRunYet", "no run finished yet", None, now
             )
+    starts = condition({"conditions": conditions}, RUNS_STARTED)
+    if starts is None or (
+        starts.get("status") == "False" and starts.get("observedGeneration") != generation
+    ):
+        # a new spec may be the fix: only a run of it can tell
+        conditions = set_condition(
+            conditions,
+            RUNS_STARTED,
+            "Unknown",
+            "AwaitingRun",
+            "no run of this spec has started yet",
+            generation,
+            now,
+        )
+    if outcome.error is None:
+        conditions = with_run_starts(
+            conditions, outcome.suspended, outcome.cronjob_name, generation, now
+        )
     if outcome.monitoring_ok is not None:
         conditions = set_condition(
             conditions,
@@ -161,6 +187,78 @@ def reconciled_status(
         status["targets"] = _targets_for_spec(status.get("targets"), spec)
     _summarize(status)
     return status
+
+
+def _in_place(suspended: bool, cronjob_name: str | None) -> tuple[str, str]:
+    """(reason, message) of Ready=True."""
+    if suspended:
+        return "Suspended", "the CronJob is in place; runs are suspended"
+    return "CronJobReady", f"CronJob {cronjob_name} is in place"
+
+
+def with_run_starts(
+    conditions: list[dict[str, Any]],
+    suspended: bool,
+    cronjob_name: str | None,
+    generation: int | None,
+    now: float,
+) -> list[dict[str, Any]]:
+    """Ready and Stalled once the CronJob is in place: False/True while runs do not start.
+
+    Only when the last reconcile succeeded (``Reconciling`` reason ``Reconciled``); an
+    invalid spec or a failing apply keeps the Ready/Stalled it wrote.
+    """
+    reconciling = condition({"conditions": conditions}, "Reconciling")
+    if reconciling is None or reconciling.get("reason") != "Reconciled":
+        return conditions
+    starts = condition({"conditions": conditions}, RUNS_STARTED)
+    if starts is not None and starts.get("status") == "False" and not suspended:
+        reason = str(starts.get("reason") or "RunsNotStarting")
+        message = f"runs do not start: {starts.get('message', '')}"
+        conditions = set_condition(conditions, "Ready", "False", reason, message, generation, now)
+        return set_condition(conditions, "Stalled", "True", reason, message, generation, now)
+    conditions = set_condition(
+        conditions, "Ready", "True", *_in_place(suspended, cronjob_name), generation, now
+    )
+    return set_condition(conditions, "Stalled", "False", "Reconciled", "", generation, now)
+
+
+def run_not_started(
+    old: Mapping[str, Any] | None, suspended: bool, reason: str, message: str, now: float
+) -> Status:
+    """Status after seeing a run that cannot start (``reason``: the kubelet's, the
+    scheduler's or the Job controller's, e.g. ImagePullBackOff, Unschedulable)."""
+    status: Status = copy.deepcopy(dict(old or {}))
+    generation = status.get("observedGeneration")
+    gen = generation if isinstance(generation, int) else None
+    conditions = set_condition(
+        list(status.get("conditions") or []), RUNS_STARTED, "False", reason, message, gen, now
+    )
+    status["conditions"] = with_run_starts(
+        conditions, suspended, status.get("cronJobName"), gen, now
+    )
+    return status
+
+
+def _run_started(
+    conditions: list[dict[str, Any]],
+    spec: ProbeSpec,
+    *,
+    cronjob_name: Any,
+    ref: RunRef,
+    not_started: tuple[str, str] | None,
+    gen: int | None,
+    now: float,
+) -> list[dict[str, Any]]:
+    """RunsStarted from a finished pod, and Ready/Stalled to match."""
+    if not_started is None:
+        conditions = set_condition(
+            conditions, RUNS_STARTED, "True", "Started", f"pod {ref.pod_name} ran", gen, now
+        )
+    else:
+        conditions = set_condition(conditions, RUNS_STARTED, "False", *not_started, gen, now)
+    name = cronjob_name if isinstance(cronjob_name, str) else None
+    return with_run_starts(conditions, spec.suspend, name, gen, now)
 
 
 def _targets_for_spec(raw: Any, spec: ProbeSpec) -> list[dict[str, Any]]:
@@ -236,10 +334,13 @@ def apply_run(
     report: RunReport | None,
     failure: str | None,
     now: float,
+    not_started: tuple[str, str] | None = None,
 ) -> RunUpdate:
-    """Status after reading one run: per-target results, detection, Reachable/PathStable.
+    """Status after reading one run: per-target results, detection, Reachable/PathStable,
+    RunsStarted.
 
-    ``report`` None means the pod left no usable result (``failure`` says why).
+    ``report`` None means the pod left no usable result (``failure`` says why);
+    ``not_started`` (reason, message): its container never ran.
     """
     status: Status = copy.deepcopy(dict(old or {}))
     status["targets"] = _targets_for_spec(status.get("targets"), spec)
@@ -261,6 +362,15 @@ def apply_run(
         unreachable, pending = _fold_targets(status["targets"], report, spec, run_time, update)
         conditions = _reachable(conditions, unreachable, gen, now)
         conditions = _path_stable(conditions, update.changes, pending, gen, now)
+    conditions = _run_started(
+        conditions,
+        spec,
+        cronjob_name=status.get("cronJobName"),
+        ref=ref,
+        not_started=not_started,
+        gen=gen,
+        now=now,
+    )
     status["conditions"] = conditions
     _summarize(status)
     return update

@@ -134,14 +134,19 @@ def release_factory(cluster: ControlPlane, kube: KubeRest, tmp_path: Path) -> It
         yield install
     finally:
         for release in releases:
-            release.helm("uninstall", release.name, check=False)
+            # cleanup only: the pod runners are gone, no hook pod could run now
+            release.helm("uninstall", release.name, "--no-hooks", check=False)
             with contextlib.suppress(KubeError):
                 kube.delete(f"/api/v1/namespaces/{release.namespace}")
 
 
 @pytest.mark.parametrize("values", CI_VALUES, ids=CI_IDS)
 def test_helm_install_upgrade_uninstall(
-    cluster: ControlPlane, kube: KubeRest, release_factory: Any, values: Path
+    cluster: ControlPlane,
+    kube: KubeRest,
+    release_factory: Any,
+    pod_runner_factory: Any,
+    values: Path,
 ) -> None:
     template_crd = load_values(values).get("crds", {}).get("template", False)
     # templated CRD: Helm must not create it from crds/ too; the CRD exists in this
@@ -179,7 +184,13 @@ def test_helm_install_upgrade_uninstall(
         check=False,
     )
     assert upgrade.returncode == 0, upgrade.stderr
-    release.helm("uninstall", release.name)
+    # the pre-delete hook's pod runs (no probes here: it finds none and succeeds)
+    pod_runner_factory(
+        namespace=release.namespace,
+        label_selector="app.kubernetes.io/component=uninstall",
+        netns_for_pod=lambda pod: HOST_NETNS,
+    )
+    release.helm("uninstall", release.name, "--timeout", "2m")
     # gone, except the CRD (crds/ is never deleted by Helm; the templated one is `keep`).
     # A PersistentVolumeClaim may stay Terminating: its protection finalizer is removed by a
     # controller this control plane does not run.
@@ -352,6 +363,49 @@ def test_installed_chart_runs_the_operator(env: OperatorEnv, k8s_namespace: str)
     assert not [
         g for g in remaining if g.get("probe") == "web" and g.get("namespace") == k8s_namespace
     ]
+
+
+def test_helm_uninstall_with_probes_present_cleans_up_and_lets_the_namespace_go(
+    env: OperatorEnv, k8s_namespace: str
+) -> None:
+    kube, pushgateway = env.kube, env.pushgateway
+    values_file = next(p for p in CI_VALUES if p.name == "default-values.yaml")
+    operator = install_operator(env, values_file)
+    release = operator.release
+    # the pre-delete hook's pod (the operator image running `traceroute-operator uninstall`)
+    env.pod_runners(
+        namespace=release.namespace,
+        label_selector="app.kubernetes.io/component=uninstall",
+        netns_for_pod=lambda pod: HOST_NETNS,
+    )
+    probes = f"/apis/traceroute.dev/v1alpha1/namespaces/{k8s_namespace}/tracerouteprobes"
+    names = [f"u{i:02d}" for i in range(10)]
+    for name in names:
+        kube.post(probes, _probe_manifest(name))
+    run = "# TYPE traceroute_run_timestamp_seconds gauge\ntraceroute_run_timestamp_seconds 1\n"
+    for name in names:
+        _wait_ready(kube, f"{probes}/{name}", operator)
+        pushgateway.push("traceroute", {"namespace": k8s_namespace, "probe": name}, run)
+    cronjobs = f"/apis/batch/v1/namespaces/{k8s_namespace}/cronjobs"
+    assert len(kube.get(cronjobs)["items"]) == 10
+
+    result = release.helm("uninstall", release.name, "--timeout", "3m", check=False)
+    assert result.returncode == 0, result.stderr + operator.logs()
+    assert kube.get(probes)["items"] == []
+    assert kube.get(cronjobs)["items"] == []
+    assert not [g for g in pushgateway.groups() if g["labels"].get("namespace") == k8s_namespace]
+    # the hook's objects went with it (hook-succeeded), the operator's with the release
+    hooks = kube.get(
+        f"/apis/batch/v1/namespaces/{release.namespace}/jobs",
+        labelSelector="app.kubernetes.io/component=uninstall",
+    )["items"]
+    assert hooks == []
+    kube.delete(f"/api/v1/namespaces/{k8s_namespace}")
+    wait_until(
+        lambda: _gone(kube, f"/api/v1/namespaces/{k8s_namespace}"),
+        timeout=60,
+        what="probe namespace deleted",
+    )
 
 
 def _can_i(kubeconfig: Path, verb: str, resource: str, namespace: str) -> bool:

@@ -311,6 +311,11 @@ def _rules(doc: dict[str, Any]) -> set[tuple[str, str, str]]:
     }
 
 
+def without_hooks(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The release's own objects (Helm hooks such as the uninstall Job are not)."""
+    return [d for d in docs if "helm.sh/hook" not in (d["metadata"].get("annotations") or {})]
+
+
 AGGREGATE_TO = "rbac.authorization.k8s.io/aggregate-to-"
 
 
@@ -320,11 +325,12 @@ def _aggregated(role: dict[str, Any]) -> bool:
 
 
 def _operator_cluster_roles(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    return [r for r in by_kind(docs, "ClusterRole") if not _aggregated(r)]
+    """The operator's own ClusterRoles: not the aggregated ones, not the uninstall hook's."""
+    return [r for r in by_kind(without_hooks(docs), "ClusterRole") if not _aggregated(r)]
 
 
 def test_cluster_rbac_by_default() -> None:
-    docs = render()
+    docs = without_hooks(render())
     (role,) = _operator_cluster_roles(docs)
     rules = _rules(role)
     assert ("batch", "cronjobs", "create") in rules
@@ -353,7 +359,7 @@ def test_chart_grants_exactly_the_operators_rules(values: Path) -> None:
     monitoring = settings.get("monitoring", {})
     rules_off = not monitoring.get("prometheusRule", {}).get("enabled", True)
     expected = _operator_roles()
-    docs = render([values])
+    docs = without_hooks(render([values]))
     roles = _operator_cluster_roles(docs) + by_kind(docs, "Role")
     for role in roles:
         name = role["metadata"]["name"]
@@ -591,3 +597,50 @@ def test_one_existing_claim_cannot_serve_several_shards() -> None:
         }
     )
     assert "existingClaim" in error and "pushgateway.shards" in error
+
+
+def _hooks(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [d for d in docs if "helm.sh/hook" in (d["metadata"].get("annotations") or {})]
+
+
+def test_uninstall_hook_deletes_the_probes_with_nothing_but_that_permission() -> None:
+    hooks = _hooks(render())
+    assert {d["kind"] for d in hooks} == {
+        "ServiceAccount",
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "Job",
+    }
+    for doc in hooks:
+        annotations = doc["metadata"]["annotations"]
+        assert annotations["helm.sh/hook"] == "pre-delete"
+        assert "hook-succeeded" in annotations["helm.sh/hook-delete-policy"]
+    (role,) = by_kind(hooks, "ClusterRole")
+    assert _rules(role) == {
+        ("traceroute.dev", "tracerouteprobes", verb) for verb in ("get", "list", "delete")
+    }
+    (job,) = by_kind(hooks, "Job")
+    weights = {d["kind"]: int(d["metadata"]["annotations"]["helm.sh/hook-weight"]) for d in hooks}
+    # the ServiceAccount and its permission exist before the Job starts
+    assert weights["ServiceAccount"] < weights["ClusterRoleBinding"] < weights["Job"]
+    pod = job["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    assert container["args"] == ["uninstall", "--timeout", "240"]
+    assert job["spec"]["activeDeadlineSeconds"] == 300
+    assert pod["serviceAccountName"] == one(hooks, "ServiceAccount")["metadata"]["name"]
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert container["image"] == (
+        operator_deployment(render())["spec"]["template"]["spec"]["containers"][0]["image"]
+    )
+
+
+def test_uninstall_hook_of_a_namespaced_release_has_a_role_per_watched_namespace() -> None:
+    values_file = next(p for p in CI_VALUES if p.name == "namespaced-rbac-values.yaml")
+    watched = load_values(values_file)["operator"]["watchNamespaces"]
+    hooks = _hooks(render([values_file]))
+    assert by_kind(hooks, "ClusterRole") == []
+    assert sorted(r["metadata"]["namespace"] for r in by_kind(hooks, "Role")) == sorted(watched)
+    (job,) = by_kind(hooks, "Job")
+    env = {e["name"]: e["value"] for e in job["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["TRACEROUTE_WATCH_NAMESPACES"] == ",".join(watched)
+    assert _hooks(render([values_file], {"uninstall.hook": "false"})) == []

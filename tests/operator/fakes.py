@@ -90,7 +90,39 @@ class FakeKube(Kube):
 
     def delete(self, api_version: str, plural: str, namespace: str | None, name: str) -> bool:
         self._record("delete", plural, namespace, name)
+        current = self.objects.get((plural, namespace, name))
+        if current is not None and current["metadata"].get("finalizers"):
+            # as the apiserver: marked, gone once the last finalizer is removed
+            current["metadata"].setdefault("deletionTimestamp", "2025-01-01T00:00:00Z")
+            return True
         return self.objects.pop((plural, namespace, name), None) is not None
+
+    def merge_patch(
+        self,
+        api_version: str,
+        plural: str,
+        namespace: str | None,
+        name: str,
+        patch: Mapping[str, Any],
+    ) -> dict[str, Any]:
+        """Only what the verbs patch: metadata.finalizers, conditional on resourceVersion;
+        an object left without finalizers while deleting is gone, as on the apiserver."""
+        key = (plural, namespace, name)
+        self._record("merge_patch", *key)
+        current = self.objects.get(key)
+        if current is None:
+            raise KubeError(404, "not found")
+        meta = patch.get("metadata") or {}
+        version = meta.get("resourceVersion")
+        if version is not None and version != current["metadata"]["resourceVersion"]:
+            raise KubeError(409, "the object has been modified")
+        updated = copy.deepcopy(current)
+        if "finalizers" in meta:
+            updated["metadata"]["finalizers"] = list(meta["finalizers"] or [])
+        if updated["metadata"].get("deletionTimestamp") and not updated["metadata"]["finalizers"]:
+            del self.objects[key]
+            return updated
+        return self.put(updated)
 
     def replace_status(self, obj: Mapping[str, Any], plural: str) -> dict[str, Any]:
         meta = obj["metadata"]

@@ -37,6 +37,7 @@ from devcluster.operator_process import (
     get_or_none,
     get_probe,
     install_crd,
+    is_ready,
     probe_manifest,
     probe_path,
     wait_ready,
@@ -263,6 +264,61 @@ def test_silent_hop_flicker_is_no_change(
     assert operator.metric("traceroute_operator_path_changes_total") == 0
 
 
+# --- runs that never start -----------------------------------------------------------------
+
+
+def _not_ready_because(kube: KubeRest, namespace: str, name: str, reason: str) -> dict[str, Any]:
+    def stuck() -> dict[str, Any] | None:
+        probe = get_probe(kube, namespace, name)
+        ready = condition(probe, "Ready")
+        return probe if (ready.get("status"), ready.get("reason")) == ("False", reason) else None
+
+    found: dict[str, Any] = wait_until(stuck, timeout=20, what=f"Ready=False {reason}")
+    return found
+
+
+def test_runs_that_cannot_start_turn_the_probe_not_ready_with_the_kubelets_reason(
+    operator_factory: Callable[..., OperatorProcess],
+    pod_runner: Any,
+    kube: KubeRest,
+    k8s_namespace: str,
+) -> None:
+    # the admin's default basic-auth Secret is missing in this namespace: the kubelet (pod
+    # runner) cannot create the container
+    operator_factory({"TRACEROUTE_PUSHGATEWAY_BASIC_AUTH_SECRET": "absent-auth"}).start()
+    create_probe(kube, k8s_namespace, "nosecret", {"targets": ["192.0.2.1"]})
+    create_probe(
+        kube,
+        k8s_namespace,
+        "nonode",
+        {"targets": ["192.0.2.1"], "nodeSelector": {"topology.kubernetes.io/zone": "mars"}},
+    )
+    for name in ("nosecret", "nonode"):
+        wait_ready(kube, k8s_namespace, name)
+        create_job_from_cronjob(kube, k8s_namespace, f"trp-{name}", f"trp-{name}-m1")
+
+    probe = _not_ready_because(kube, k8s_namespace, "nosecret", "CreateContainerConfigError")
+    assert condition(probe, "Stalled")["status"] == "True"
+    assert condition(probe, "RunsStarted")["reason"] == "CreateContainerConfigError"
+    assert "absent-auth" in condition(probe, "Ready")["message"]
+    (event,) = wait_until(
+        lambda: events_for(kube, k8s_namespace, "nosecret", "RunNotStarted"),
+        timeout=10,
+        what="RunNotStarted event",
+    )
+    assert event["type"] == "Warning" and "CreateContainerConfigError" in event["message"]
+
+    probe = _not_ready_because(kube, k8s_namespace, "nonode", "Unschedulable")
+    assert "didn't match" in condition(probe, "RunsStarted")["message"]
+    assert events_for(kube, k8s_namespace, "nonode", "RunNotStarted")
+
+    # the fix is a new spec: it is not reported failed before a run of it could start
+    kube.merge_patch(probe_path(k8s_namespace, "nonode"), {"spec": {"nodeSelector": None}})
+    fixed = wait_ready(kube, k8s_namespace, "nonode")
+    assert condition(fixed, "RunsStarted")["reason"] == "AwaitingRun"
+    assert condition(fixed, "Stalled")["status"] == "False"
+
+
 # --- spec changes, suspend, delete -------------------------------------------------------------
 
 
@@ -324,6 +380,39 @@ def test_someone_deleting_the_cronjob_gets_it_back_on_resync(
         )
     finally:
         process.stop()
+
+
+def test_a_cronjob_deleted_or_edited_by_hand_is_restored_within_seconds(
+    operator: OperatorProcess, kube: KubeRest, k8s_namespace: str
+) -> None:
+    # the default resync (600 s) is far away: only the CronJob watch can bring it back
+    create_probe(kube, k8s_namespace, "hand", {"targets": ["192.0.2.1"]})
+    wait_ready(kube, k8s_namespace, "hand")
+    path = f"/apis/batch/v1/namespaces/{k8s_namespace}/cronjobs/trp-hand"
+    first_uid = kube.get(path)["metadata"]["uid"]
+    kube.delete(path)
+
+    def recreated() -> dict[str, Any] | None:
+        cronjob = cronjob_of(kube, k8s_namespace, "hand")
+        if cronjob is None or cronjob["metadata"]["uid"] == first_uid:
+            return None
+        return None if cronjob["metadata"].get("deletionTimestamp") else cronjob
+
+    wait_until(recreated, timeout=10, what="CronJob re-created by the watch")
+    assert is_ready(get_probe(kube, k8s_namespace, "hand") or {"metadata": {}})
+
+    kube.merge_patch(path, {"spec": {"schedule": "0 3 * * *", "suspend": True}})
+    wait_until(
+        lambda: (
+            (cronjob := cronjob_of(kube, k8s_namespace, "hand")) is not None
+            and cronjob["spec"]["schedule"] == "*/5 * * * *"
+            and cronjob["spec"]["suspend"] is False
+        ),
+        timeout=10,
+        what="hand-edited schedule restored",
+    )
+    assert operator.metric("traceroute_operator_cronjob_restores_total", change="deleted") == 1
+    assert operator.metric("traceroute_operator_cronjob_restores_total", change="changed") >= 1
 
 
 def test_delete_removes_cronjob_pushgateway_groups_and_shared_objects(

@@ -15,6 +15,7 @@ from traceroute_operator.status import (
     iso,
     parse_iso,
     reconciled_status,
+    run_not_started,
     set_condition,
 )
 
@@ -43,8 +44,9 @@ def test_first_reconcile_is_kstatus_current() -> None:
     assert kstatus(status, 1) == "Current"
     assert kstatus(status, 2) == "InProgress"
     types = [c["type"] for c in status["conditions"]]
-    assert types == ["Ready", "Reconciling", "Stalled", "Reachable", "PathStable"]
+    assert types == ["Ready", "Reconciling", "Stalled", "RunsStarted", "Reachable", "PathStable"]
     assert condition(status, "Reachable")["status"] == "Unknown"  # type: ignore[index]
+    assert condition(status, "RunsStarted")["reason"] == "AwaitingRun"  # type: ignore[index]
     assert [t["name"] for t in status["targets"]] == ["a.example", "b.example"]
     assert status["targets"][0]["expectedHops"] == 5
     assert status["pathChanges"] == 0
@@ -234,3 +236,55 @@ def test_removed_targets_leave_status() -> None:
     status = reconciled_status(status, 2, ReconcileOutcome("trp-x"), fewer, NOW)
     assert [t["name"] for t in status["targets"]] == ["b.example"]
     assert "expectedHops" not in status["targets"][0]
+
+
+def test_a_run_that_cannot_start_makes_the_probe_not_ready_and_stalled() -> None:
+    ready = reconciled_status(None, 1, ReconcileOutcome("trp-x"), SPEC, NOW)
+    stuck = run_not_started(ready, False, "ImagePullBackOff", "pod p1: back-off", NOW + 5)
+    starts = condition(stuck, "RunsStarted")
+    assert starts is not None and (starts["status"], starts["reason"]) == (
+        "False",
+        "ImagePullBackOff",
+    )
+    ready_condition = condition(stuck, "Ready")
+    assert ready_condition is not None and ready_condition["status"] == "False"
+    assert ready_condition["reason"] == "ImagePullBackOff"
+    assert "back-off" in ready_condition["message"]
+    assert kstatus(stuck, 1) == "Failed"
+    # the resync's reconcile of the same spec keeps saying so
+    again = reconciled_status(stuck, 1, ReconcileOutcome("trp-x"), SPEC, NOW + 600)
+    assert kstatus(again, 1) == "Failed"
+    assert condition(again, "Ready")["reason"] == "ImagePullBackOff"  # type: ignore[index]
+    # a run that started clears it
+    report = RunReport(NOW + 700, 1.0, 0, errors=(), targets=(), truncated=False)
+    started = apply_run(
+        again,
+        SPEC,
+        RunRef("j2", "p2", "u2"),
+        run_time=NOW + 700,
+        exit_code=0,
+        report=report,
+        failure=None,
+        now=NOW + 702,
+    ).status
+    assert condition(started, "RunsStarted")["status"] == "True"  # type: ignore[index]
+    assert condition(started, "Ready")["reason"] == "CronJobReady"  # type: ignore[index]
+    assert kstatus(started, 1) == "Current"
+
+
+def test_a_new_spec_resets_runs_started_so_a_fix_is_not_reported_failed() -> None:
+    ready = reconciled_status(None, 1, ReconcileOutcome("trp-x"), SPEC, NOW)
+    stuck = run_not_started(ready, False, "ErrImagePull", "pod p1: no such image", NOW + 5)
+    fixed = reconciled_status(stuck, 2, ReconcileOutcome("trp-x"), SPEC, NOW + 10)
+    assert condition(fixed, "RunsStarted")["reason"] == "AwaitingRun"  # type: ignore[index]
+    assert kstatus(fixed, 2) == "Current"
+
+
+def test_a_suspended_probe_or_a_failing_apply_keeps_its_own_ready() -> None:
+    suspended = reconciled_status(None, 1, ReconcileOutcome("trp-x", suspended=True), SPEC, NOW)
+    stuck = run_not_started(suspended, True, "Unschedulable", "pod p1: 0/1 nodes", NOW + 5)
+    assert condition(stuck, "Ready")["reason"] == "Suspended"  # type: ignore[index]
+    retry = reconciled_status(None, 1, ReconcileOutcome("trp-x", error="HTTP 500"), SPEC, NOW)
+    stuck = run_not_started(retry, False, "Unschedulable", "pod p1: 0/1 nodes", NOW + 5)
+    assert condition(stuck, "Ready")["reason"] == "Retrying"  # type: ignore[index]
+    assert condition(stuck, "Stalled")["status"] == "False"  # type: ignore[index]

@@ -13,7 +13,12 @@ import pytest
 
 from devcluster.kubetools import KubeRest
 from devcluster.podrunner import HOST_NETNS, PodRunner
-from devcluster.podrunner.runner import is_unscheduled, node_object, node_ready_status
+from devcluster.podrunner.runner import (
+    is_unscheduled,
+    node_object,
+    node_ready_status,
+    unschedulable_status,
+)
 from devcluster.runtime import wait_until
 
 RESTRICTED = {
@@ -39,6 +44,21 @@ def test_only_unscheduled_pending_pods_of_the_default_scheduler_are_taken() -> N
     assert not is_unscheduled(pod({"phase": "Running"}))
     assert not is_unscheduled(pod(schedulingGates=[{"name": "wait"}]))
     assert not is_unscheduled(pod(schedulerName="other"))
+
+
+def test_a_pod_whose_node_selector_does_not_match_is_unschedulable() -> None:
+    labels = node_object("podrunner-abc")["metadata"]["labels"]
+    fits = {"spec": {"nodeSelector": {"kubernetes.io/os": "linux"}}}
+    assert unschedulable_status(fits, labels, "T0") is None
+    assert unschedulable_status({"spec": {}}, labels, "T0") is None
+    refused = unschedulable_status({"spec": {"nodeSelector": {"zone": "mars"}}}, labels, "T0")
+    assert refused is not None
+    [scheduled] = refused["status"]["conditions"]
+    assert (scheduled["type"], scheduled["status"], scheduled["reason"]) == (
+        "PodScheduled",
+        "False",
+        "Unschedulable",
+    )
 
 
 def test_the_node_is_ready_and_labelled_as_the_pod_runner() -> None:
