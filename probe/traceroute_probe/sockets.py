@@ -19,9 +19,6 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from icmplib import ICMPv4Socket, ICMPv6Socket
-from icmplib.exceptions import ICMPSocketError, SocketPermissionError
-
 from .packets import IP_RECVERR, IPV6_RECVERR, SO_TIMESTAMPNS
 
 MSG_ERRQUEUE = 0x2000
@@ -71,12 +68,11 @@ class Received:
 
 
 class ProbeSocket:
-    """One socket plus what it is for. Keeps icmplib's wrapper alive: it owns the fd."""
+    """One socket plus what it is for."""
 
-    def __init__(self, sock: socket.socket, family: int, owner: Any = None) -> None:
+    def __init__(self, sock: socket.socket, family: int) -> None:
         self.sock = sock
         self.family = family
-        self._owner = owner
         sock.setblocking(False)
         with contextlib.suppress(OSError):  # user-space receive time is the fallback
             sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
@@ -144,27 +140,28 @@ class ProbeSocket:
         return out
 
     def close(self) -> None:
-        if self._owner is not None:
-            self._owner.close()
-        else:
-            self.sock.close()
+        self.sock.close()
 
 
 def open_icmp(family: int, *, raw: bool) -> ProbeSocket:
-    """An ICMP socket through icmplib: raw (needs CAP_NET_RAW) or ping (datagram)."""
-    cls = ICMPv4Socket if family == 4 else ICMPv6Socket
+    """An ICMP socket: raw (needs CAP_NET_RAW) or ping (datagram, allowed for the groups
+    in net.ipv4.ping_group_range). Opened directly: a wrapper library would cost the
+    probe's start-up more than the whole run (icmplib imports asyncio)."""
+    kind = socket.SOCK_RAW if raw else socket.SOCK_DGRAM
+    proto = socket.IPPROTO_ICMP if family == 4 else socket.IPPROTO_ICMPV6
     try:
-        wrapper = cls(privileged=raw)
-    except SocketPermissionError as err:
-        kind = (
-            "raw ICMP sockets need CAP_NET_RAW"
-            if raw
-            else ("ICMP ping sockets are not allowed for this group (net.ipv4.ping_group_range)")
-        )
-        raise SocketOpenError("permission", f"{kind}: {err}") from err
-    except ICMPSocketError as err:
-        raise SocketOpenError("socket", f"cannot open ICMPv{family} socket: {err}") from err
-    return ProbeSocket(wrapper.sock, family, owner=wrapper)
+        sock = socket.socket(_af(family), kind, proto)
+    except OSError as err:
+        if err.errno in _PERMISSION_ERRNOS:
+            what = (
+                "raw ICMP sockets need CAP_NET_RAW"
+                if raw
+                else "ICMP ping sockets are not allowed for this group (net.ipv4.ping_group_range)"
+            )
+            raise SocketOpenError("permission", f"{what}: {err.strerror}") from err
+        message = f"cannot open ICMPv{family} socket: {err.strerror}"
+        raise SocketOpenError("socket", message) from err
+    return ProbeSocket(sock, family)
 
 
 def bind_ping_ident(probe_socket: ProbeSocket, ident: int) -> None:
