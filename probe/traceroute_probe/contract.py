@@ -9,6 +9,7 @@ numbers below are those of docs/contracts.md.
 from __future__ import annotations
 
 import enum
+import re
 from typing import Final
 
 
@@ -97,3 +98,15 @@ GROUPING_LABELS: Final = ("namespace", "probe")  # job/traceroute/namespace/<ns>
 RESERVED_LABELS: Final = frozenset(
     {"job", "instance", "namespace", "probe", "target", "flow", "ttl", "ip", "from", "to", "kind"}
 )
+
+_LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
+
+
+def validate_label_name(name: str) -> str | None:
+    """Why ``name`` cannot be an extra label, or None if it can (here, not in metrics:
+    the CLI checks ``--label`` on every run, prometheus_client only loads for a push)."""
+    if not _LABEL_NAME.match(name) or name.startswith("__"):
+        return f"invalid label name {name!r}"
+    if name in RESERVED_LABELS:
+        return f"label name {name!r} is reserved"
+    return None
