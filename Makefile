@@ -34,6 +34,7 @@ demo: env
 bench: bench-probe bench-operator
 
 bench-probe: env
+	bash devcluster/env/install-trippy.sh
 	$(PY) -m devcluster.bench.probe
 
 bench-operator: env
