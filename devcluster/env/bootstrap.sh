@@ -10,7 +10,7 @@ mkdir -p "$TROP_CACHE"
 chmod 755 "$TROP_CACHE"
 
 apt_packages=(prometheus-pushgateway prometheus traceroute mtr-tiny scamper nftables iproute2
-              python3.11-venv util-linux unzip openssl procps)
+              python3.11-venv util-linux unzip openssl procps time)
 missing=()
 for p in "${apt_packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
