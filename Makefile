@@ -35,7 +35,7 @@ bench: bench-probe bench-operator
 
 bench-probe: env
 	bash devcluster/env/install-trippy.sh
-	$(PY) -m devcluster.bench.probe
+	$(PY) -m devcluster.bench.probe $(BENCH_ARGS)
 
 bench-operator: env
 	$(PY) -m devcluster.bench.operator
