@@ -34,7 +34,8 @@ demo: env
 bench: bench-probe bench-operator
 
 bench-probe: env
-	$(PY) -m devcluster.bench.probe
+	bash devcluster/env/install-trippy.sh
+	$(PY) -m devcluster.bench.probe $(BENCH_ARGS)
 
 bench-operator: env
 	$(PY) -m devcluster.bench.operator

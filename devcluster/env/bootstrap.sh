@@ -13,7 +13,7 @@ apt_packages=(prometheus-pushgateway prometheus traceroute mtr-tiny scamper nfta
               python3.11-venv util-linux unzip openssl procps
               # real nodes: runtime, CNI, image builds, the private registry
               containerd runc containernetworking-plugins buildah podman debootstrap
-              docker-registry apache2-utils)
+              docker-registry apache2-utils time)
 missing=()
 for p in "${apt_packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

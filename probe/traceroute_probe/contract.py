@@ -9,6 +9,7 @@ numbers below are those of docs/contracts.md.
 from __future__ import annotations
 
 import enum
+import re
 from typing import Final
 
 
@@ -124,3 +125,15 @@ RESERVED_LABELS: Final = frozenset(
         "kind",
     }
 )
+
+_LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
+
+
+def validate_label_name(name: str) -> str | None:
+    """Why ``name`` cannot be an extra label, or None if it can (here, not in metrics:
+    the CLI checks ``--label`` on every run, prometheus_client only loads for a push)."""
+    if not _LABEL_NAME.match(name) or name.startswith("__"):
+        return f"invalid label name {name!r}"
+    if name in RESERVED_LABELS:
+        return f"label name {name!r} is reserved"
+    return None

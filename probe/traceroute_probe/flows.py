@@ -7,8 +7,12 @@ Deriving them from the probe's name keeps the per-flow paths comparable between 
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
+
+try:  # CPython's built-in BLAKE2, what hashlib.blake2b is: hashlib would load OpenSSL too
+    from _blake2 import blake2b
+except ImportError:  # pragma: no cover (other interpreters)
+    from hashlib import blake2b
 
 # Source ports are taken from a range that local ephemeral ports (32768-60999 by default)
 # rarely reach in a probe pod, and away from the traceroute destination ports.
@@ -37,7 +41,7 @@ class Flow:
 
 
 def _digest(seed: str, index: int) -> int:
-    raw = hashlib.blake2b(f"{seed}\x00{index}".encode(), digest_size=8).digest()
+    raw = blake2b(f"{seed}\x00{index}".encode(), digest_size=8).digest()
     return int.from_bytes(raw, "big")
 
 

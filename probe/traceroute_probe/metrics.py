@@ -19,7 +19,6 @@ from __future__ import annotations
 import base64
 import email.utils
 import random
-import re
 import ssl
 import time
 import urllib.error
@@ -92,17 +91,7 @@ METRIC_FAMILIES: tuple[str, ...] = tuple(_FAMILIES)
 
 # Still importable from here (the operator's spec and the CRD tests do): the contract's.
 RESERVED_LABELS = contract.RESERVED_LABELS
-
-_LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
-
-
-def validate_label_name(name: str) -> str | None:
-    """Why ``name`` cannot be an extra label, or None if it can."""
-    if not _LABEL_NAME.match(name) or name.startswith("__"):
-        return f"invalid label name {name!r}"
-    if name in RESERVED_LABELS:
-        return f"label name {name!r} is reserved"
-    return None
+validate_label_name = contract.validate_label_name
 
 
 def _edges(target: TargetResult) -> set[tuple[str, str]]:

@@ -7,7 +7,6 @@ import ipaddress
 import json
 import math
 import os
-import statistics
 import zlib
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,12 +25,16 @@ def rtt_stats_ms(rtts_ms: list[float]) -> tuple[float, float, float, float] | No
     """(min, avg, max, population stddev) of RTTs in ms, or None without samples."""
     if not rtts_ms:
         return None
-    return (
-        min(rtts_ms),
-        statistics.fmean(rtts_ms),
-        max(rtts_ms),
-        statistics.pstdev(rtts_ms),
-    )
+    mean = _fmean(rtts_ms)
+    # Two-pass population stddev: the statistics module would cost start-up (it imports
+    # fractions, decimal and random) for a few samples.
+    stddev = math.sqrt(math.fsum((x - mean) ** 2 for x in rtts_ms) / len(rtts_ms))
+    return min(rtts_ms), mean, max(rtts_ms), stddev
+
+
+def _fmean(values: list[float]) -> float:
+    """statistics.fmean's definition."""
+    return math.fsum(values) / len(values)
 
 
 @dataclass
@@ -128,7 +131,7 @@ class TargetResult:
     def destination_rtt_ms(self) -> float | None:
         if not self.destination_rtts_ms:
             return None
-        return statistics.fmean(self.destination_rtts_ms)
+        return _fmean(self.destination_rtts_ms)
 
     def path(self) -> list[list[str]]:
         """Per TTL 1..hop_count the sorted responders across flows ([] = silent)."""

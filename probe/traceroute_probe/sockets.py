@@ -19,9 +19,6 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from icmplib import ICMPv4Socket, ICMPv6Socket
-from icmplib.exceptions import ICMPSocketError, SocketPermissionError
-
 from .packets import IP_RECVERR, IPV6_RECVERR, SO_TIMESTAMPNS
 from .result import errno_text
 
@@ -84,7 +81,8 @@ class Received:
 
 
 class ProbeSocket:
-    """One socket plus what it is for. Keeps icmplib's wrapper alive: it owns the fd."""
+    """One socket plus what it is for. Keeps a wrapper library's socket object alive (it
+    owns the fd) when one opened the socket."""
 
     def __init__(self, sock: socket.socket, family: int, owner: Any = None) -> None:
         self.sock = sock
@@ -169,17 +167,34 @@ class ProbeSocket:
 
 
 def open_icmp(family: int, *, raw: bool) -> ProbeSocket:
-    """An ICMP socket through icmplib: raw (needs CAP_NET_RAW) or ping (datagram)."""
+    """An ICMP socket: raw (needs CAP_NET_RAW) through icmplib's socket layer, or ping
+    (datagram, allowed for the groups in net.ipv4.ping_group_range) opened directly: the
+    unprivileged default must not pay icmplib's import (it pulls in asyncio, ~35 ms per
+    start, more than a whole run)."""
+    if raw:
+        return _open_raw_icmp(family)
+    proto = socket.IPPROTO_ICMP if family == 4 else socket.IPPROTO_ICMPV6
+    try:
+        sock = socket.socket(_af(family), socket.SOCK_DGRAM, proto)
+    except OSError as err:
+        if err.errno in _PERMISSION_ERRNOS:
+            what = "ICMP ping sockets are not allowed for this group (net.ipv4.ping_group_range)"
+            raise SocketOpenError("permission", f"{what}: {err.strerror}") from err
+        message = f"cannot open ICMPv{family} socket: {err.strerror}"
+        raise SocketOpenError("socket", message) from err
+    return ProbeSocket(sock, family)
+
+
+def _open_raw_icmp(family: int) -> ProbeSocket:
+    # only a run with CAP_NET_RAW gets here, so only it imports icmplib
+    from icmplib import ICMPv4Socket, ICMPv6Socket  # noqa: PLC0415
+    from icmplib.exceptions import ICMPSocketError, SocketPermissionError  # noqa: PLC0415
+
     cls = ICMPv4Socket if family == 4 else ICMPv6Socket
     try:
-        wrapper = cls(privileged=raw)
+        wrapper = cls(privileged=True)
     except SocketPermissionError as err:
-        kind = (
-            "raw ICMP sockets need CAP_NET_RAW"
-            if raw
-            else ("ICMP ping sockets are not allowed for this group (net.ipv4.ping_group_range)")
-        )
-        raise SocketOpenError("permission", f"{kind}: {err}") from err
+        raise SocketOpenError("permission", f"raw ICMP sockets need CAP_NET_RAW: {err}") from err
     except ICMPSocketError as err:
         raise SocketOpenError("socket", f"cannot open ICMPv{family} socket: {err}") from err
     return ProbeSocket(wrapper.sock, family, owner=wrapper)

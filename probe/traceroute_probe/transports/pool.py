@@ -1,17 +1,24 @@
 """Which transport carries a target: by protocol and ``--socket`` mode, raw sockets first
-where allowed (``auto`` falls back to unprivileged sockets on a permission error)."""
+where allowed (``auto`` falls back to unprivileged sockets on a permission error).
+
+Each transport module is imported when a run first needs it: a run uses one or two of
+the five, and every module costs start-up time (tests/probe/test_startup.py)."""
 
 from __future__ import annotations
 
-from ..flows import Flow
-from ..options import WaveOptions
+from typing import TYPE_CHECKING
+
 from ..sockets import SocketOpenError
 from .base import Destination, RunIdentity, Transport, Watcher
-from .icmp_ping import IcmpPingTransport
-from .icmp_raw import IcmpRawTransport
-from .tcp_connect import TcpConnectTransport
-from .tcp_raw import TcpRawTransport
-from .udp import UdpTransport
+
+if TYPE_CHECKING:
+    from ..flows import Flow
+    from ..options import WaveOptions
+    from .icmp_ping import IcmpPingTransport
+    from .icmp_raw import IcmpRawTransport
+    from .tcp_connect import TcpConnectTransport
+    from .tcp_raw import TcpRawTransport
+    from .udp import UdpTransport
 
 
 class TransportPool:
@@ -33,6 +40,8 @@ class TransportPool:
         if protocol == "icmp":
             return self._open_icmp(destination, flows)
         if protocol == "udp":
+            from .udp import UdpTransport  # noqa: PLC0415 (start-up: only when used)
+
             self.udp = self.udp or UdpTransport(self.ids, self.watcher, self.opts.socket_mode)
             self.udp.open(destination, flows)
             return self.udp
@@ -41,6 +50,8 @@ class TransportPool:
     def _open_icmp(self, destination: Destination, flows: list[Flow]) -> Transport:
         mode = self.opts.socket_mode
         if mode != "dgram":
+            from .icmp_raw import IcmpRawTransport  # noqa: PLC0415 (start-up: only when used)
+
             self.icmp_raw = self.icmp_raw or IcmpRawTransport(self.ids, self.watcher)
             try:
                 self.icmp_raw.open(destination, flows)
@@ -48,6 +59,8 @@ class TransportPool:
             except SocketOpenError as err:
                 if mode == "raw" or err.kind != "permission":
                     raise
+        from .icmp_ping import IcmpPingTransport  # noqa: PLC0415 (start-up: only when used)
+
         self.icmp_ping = self.icmp_ping or IcmpPingTransport(self.ids, self.watcher)
         self.icmp_ping.open(destination, flows)
         return self.icmp_ping
@@ -55,6 +68,8 @@ class TransportPool:
     def _open_tcp(self, destination: Destination, flows: list[Flow]) -> Transport:
         mode = self.opts.socket_mode
         if mode != "dgram":
+            from .tcp_raw import TcpRawTransport  # noqa: PLC0415 (start-up: only when used)
+
             self.tcp_raw = self.tcp_raw or TcpRawTransport(
                 self.ids, self.watcher, self.opts.dst_port
             )
@@ -68,6 +83,8 @@ class TransportPool:
                         "tcp SYN probing with --socket raw needs raw sockets (CAP_NET_RAW); "
                         "--socket auto or dgram probes with connect() instead",
                     ) from err
+        from .tcp_connect import TcpConnectTransport  # noqa: PLC0415 (start-up: only when used)
+
         self.tcp_connect = self.tcp_connect or TcpConnectTransport(self.ids, self.watcher)
         self.tcp_connect.open(destination, flows)
         return self.tcp_connect
