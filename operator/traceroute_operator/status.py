@@ -19,6 +19,7 @@ from .spec import ProbeSpec
 
 Status = dict[str, Any]
 MAX_MESSAGE = 4096
+RUN_TIME_PRECISION_SECONDS = 1.0  # Kubernetes timestamps (startedAt) have whole seconds
 TRUNCATION_MARK = "..."  # how the probe ends a shortened error text (contract.py)
 
 
@@ -257,7 +258,9 @@ def is_new_run(status: Mapping[str, Any] | None, ref: RunRef, run_time: float) -
     if last.get("podUID") == ref.pod_uid:
         return False
     last_time = parse_iso(last.get("startTime"))
-    return last_time is None or run_time >= last_time - 0.0005
+    # a run without result is timed by the kubelet's startedAt, whole seconds: a run that
+    # started in the same second as the last one read is newer, not a replay
+    return last_time is None or run_time >= last_time - RUN_TIME_PRECISION_SECONDS
 
 
 def apply_run(

@@ -226,6 +226,9 @@ def test_dedupe_by_pod_and_order() -> None:
     assert not is_new_run(status, RunRef("j", "p", "u1"), NOW)  # the same pod again
     assert not is_new_run(status, RunRef("j0", "p0", "u0"), NOW - 300)  # an older pod replayed
     assert is_new_run(status, RunRef("j2", "p2", "u2"), NOW + 300)
+    # a pod without result, started in the same second: timed by startedAt (whole seconds)
+    later = feed(status, NOW + 0.6, run(NOW + 0.6, target("a.example", A1)), "u3").status
+    assert is_new_run(later, RunRef("j4", "p4", "u4"), NOW)
 
 
 def test_removed_targets_leave_status() -> None:
