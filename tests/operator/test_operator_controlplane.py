@@ -314,10 +314,12 @@ def test_kubectl_get_shows_the_current_targets_and_why_a_run_failed(
     first_hop = lab.link_addr("r1", "probe")
     kube.merge_patch(probe_path(k8s_namespace, "cols"), {"spec": {"targets": [first_hop]}})
     wait_until(
-        lambda: (get_probe(kube, k8s_namespace, "cols") or {}).get("status", {}).get(
-            "observedGeneration"
-        )
-        == 2,
+        lambda: (
+            (get_probe(kube, k8s_namespace, "cols") or {})
+            .get("status", {})
+            .get("observedGeneration")
+            == 2
+        ),
         timeout=30,
         what="targets change reconciled",
     )

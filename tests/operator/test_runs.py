@@ -177,7 +177,7 @@ def test_each_run_error_appears_once_in_status_and_event(
     kube.put(probe_body())
     verb = reader(kube, pushgateway)
     # as the probe writes it: the target's error under "e" and as a run error line in "err"
-    target = {"n": TARGET, "a": None, "r": False, "h": 0, "p": [], "l": 1.0}
+    target: dict[str, Any] = {"n": TARGET, "a": None, "r": False, "h": 0, "p": [], "l": 1.0}
     target["e"] = "permission: cannot open an ICMP socket"
     result = {
         "v": 1,

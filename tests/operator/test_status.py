@@ -348,12 +348,15 @@ def test_the_reason_column_names_what_is_wrong_first() -> None:
     failed = feed(ready, NOW + 300, None, "u1", failure="run left no result (exit code 2)").status
     assert failed["reason"] == "RunFailed"
     # a stall outranks the failed run; a good run clears RunFailed
-    assert reconciled_status(
-        failed,
-        2,
-        ReconcileOutcome("trp-x", error="spec.port: nope", permanent=True),
-        SPEC,
-        NOW,
-    )["reason"] == "InvalidSpec"
+    assert (
+        reconciled_status(
+            failed,
+            2,
+            ReconcileOutcome("trp-x", error="spec.port: nope", permanent=True),
+            SPEC,
+            NOW,
+        )["reason"]
+        == "InvalidSpec"
+    )
     good = feed(failed, NOW + 600, run(NOW + 600, target("a.example", A1)), "u2").status
     assert good["reason"] == "CronJobReady"
