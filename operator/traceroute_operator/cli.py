@@ -5,82 +5,41 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import yaml
 
 from .config import ConfigError, OperatorConfig
-from .naming import API_VERSION, KIND
-from .ref import ProbeRef
-from .spec import ProbeSpec, SpecError
-
-
-def render(
-    documents: Sequence[Any], config: OperatorConfig, namespace: str
-) -> list[dict[str, Any]]:
-    """Every object the operator would create for these TracerouteProbes, in apply order.
-
-    Without a uid (a file that never reached the apiserver) the owner references are left
-    out: the apiserver assigns the uid the operator would reference.
-    """
-    # imported here: the builders pull in the dashboard library, `run` does not need it first
-    from .children import desired_objects, shared_objects  # noqa: PLC0415
-    from .pushgateway_policy import effective_pushgateway  # noqa: PLC0415
-    from .trust import check_image, check_pushgateway_url  # noqa: PLC0415
-
-    objects: list[dict[str, Any]] = []
-    probes = 0
-    for doc in documents:
-        if not isinstance(doc, dict) or doc.get("kind") != KIND:
-            continue
-        if doc.get("apiVersion") != API_VERSION:
-            raise SpecError(f"apiVersion: expected {API_VERSION}, got {doc.get('apiVersion')!r}")
-        ref = ProbeRef.from_body(
-            {"metadata": {"namespace": namespace, **(doc.get("metadata") or {})}}
-        )
-        spec = ProbeSpec.from_dict(doc.get("spec"))
-        pushgateway = effective_pushgateway(spec, config, ref)
-        # the rules that need no cluster (Secrets are reviewed by the running operator)
-        refusal = check_image(spec.image, config.probe_image, config.probe_image_prefixes)
-        if refusal is None and not pushgateway.is_default:
-            refusal = check_pushgateway_url(
-                pushgateway.url, config.own_pushgateway_urls, config.allowed_pushgateway_urls
-            )
-        if refusal is not None:
-            raise SpecError(str(refusal))
-        desired = desired_objects(ref, spec, pushgateway, config)
-        objects.append(desired.cronjob)
-        objects.extend(desired.owned_monitoring)
-        probes += 1
-    if probes:
-        objects.extend(shared_objects(config.monitoring))
-    return objects
+from .naming import KIND
 
 
 def _render_command(args: argparse.Namespace) -> int:
+    # imported here: `run` needs none of it
+    from .manifests import ManifestError, read  # noqa: PLC0415
+    from .render import RenderError, operator_environment, render  # noqa: PLC0415
+
+    stdin_text: list[str] = []
+
+    def stdin() -> str:
+        if stdin_text:
+            raise ManifestError("'-' (stdin) can be read once")
+        stdin_text.append(sys.stdin.read())
+        return stdin_text[0]
+
     try:
-        config = OperatorConfig.from_env()
-    except ConfigError as exc:
+        environ: Mapping[str, str] | None = None
+        if args.operator_manifests is not None:
+            environ = operator_environment(read([args.operator_manifests], stdin))
+        config = OperatorConfig.from_env(environ)
+        documents = read(args.file, stdin)
+        objects = render(documents, config, args.namespace)
+    except (ManifestError, ConfigError) as exc:
         print(f"traceroute-operator: {exc}", file=sys.stderr)
         return 2
-    try:
-        if args.file == "-":
-            documents = list(yaml.safe_load_all(sys.stdin))
-        else:
-            with open(args.file, encoding="utf-8") as f:
-                documents = list(yaml.safe_load_all(f))
-    except (OSError, yaml.YAMLError) as exc:
-        detail = " ".join(str(exc).split())  # one line, also for YAML's multi-line errors
-        print(f"traceroute-operator: cannot read {args.file}: {detail}", file=sys.stderr)
-        return 2
-    try:
-        objects = render(documents, config, args.namespace)
-    except (SpecError, ValueError) as exc:
-        print(f"traceroute-operator: {args.file}: {exc}", file=sys.stderr)
-        return 2
-    if not objects:
-        print(f"traceroute-operator: no {KIND} in {args.file}", file=sys.stderr)
+    except RenderError as exc:
+        for problem in exc.problems:
+            print(f"traceroute-operator: {problem}", file=sys.stderr)
         return 2
     sys.stdout.write(yaml.safe_dump_all(objects, sort_keys=False, default_flow_style=False))
     return 0
@@ -161,10 +120,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     run.set_defaults(func=_run_command)
     rend = commands.add_parser(
         "render",
-        help="print every object the operator would create for the probes in a file (offline)",
+        help="print every object the operator would create for the probes (offline)",
     )
     rend.add_argument(
-        "-f", "--file", required=True, help="YAML with TracerouteProbes ('-' = stdin)"
+        "-f",
+        "--file",
+        action="append",
+        required=True,
+        help="YAML/JSON with TracerouteProbes: a file (several documents), a directory "
+        "(its *.yaml, *.yml, *.json) or '-' for stdin; repeatable",
+    )
+    rend.add_argument(
+        "--operator-manifests",
+        metavar="FILE",
+        help="the chart rendered with your values (`helm template ...`; '-' = stdin): the "
+        "operator's settings are taken from its Deployment's TRACEROUTE_* env, as the "
+        "installed operator reads them (default: this process's environment)",
     )
     rend.add_argument(
         "-n", "--namespace", default="default", help="namespace of probes that name none"

@@ -1,9 +1,11 @@
 """The probe's termination message (contracts.md section 3), parsed defensively.
 
 The message comes from a container: it may be empty, cut off, from another probe version,
-or a log line (terminationMessagePolicy FallbackToLogsOnError set by hand). Anything that
-is not a well-formed v1 result raises ``ResultError`` with the reason; a malformed *path*
-only makes that target's path unknown, it does not discard the run.
+or the log tail (terminationMessagePolicy FallbackToLogsOnError: a probe that failed before
+writing its result, e.g. exit 2 on bad arguments). Anything that is not a well-formed v1
+result raises ``ResultError`` with the reason (``log_lines`` then picks the probe's own
+lines out of a log tail); a malformed *path* only makes that target's path unknown, it does
+not discard the run.
 """
 
 from __future__ import annotations
@@ -21,6 +23,9 @@ from .pathchange import Path
 MAX_MESSAGE_BYTES = 64 * 1024
 MAX_TARGETS = 64
 MAX_TTL = 255
+# how the probe starts each line it writes to stderr (traceroute_probe.cli._stderr)
+PROBE_LOG_PREFIX = "traceroute-probe: "
+MAX_LOG_LINES = 8
 
 
 class ResultError(ValueError):
@@ -170,3 +175,22 @@ def parse_termination_message(message: str | bytes | None) -> RunReport:
         targets=tuple(_target(t, i) for i, t in enumerate(raw_targets)),
         truncated=doc.get("trunc") is True,
     )
+
+
+def log_lines(message: str | bytes | None) -> tuple[str, ...]:
+    """The probe's own lines in a log tail (the kubelet's fallback message), oldest first.
+
+    Empty for a message that looks like a result (a JSON object, even a broken one). A tail
+    without a line of the probe (e.g. an interpreter that crashed before the probe ran)
+    yields its last non-empty line, which says why.
+    """
+    if isinstance(message, bytes):
+        message = message.decode("utf-8", errors="replace")
+    if not message or len(message) > MAX_MESSAGE_BYTES:
+        return ()
+    text = message.strip()
+    if not text or text.startswith("{"):
+        return ()
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    own = [line for line in lines if line.startswith(PROBE_LOG_PREFIX)]
+    return tuple(line[:1024] for line in (own[-MAX_LOG_LINES:] or lines[-1:]))

@@ -23,7 +23,7 @@ from .pending import waiting_problem
 from .pushgateway import PushgatewayError, operator_endpoint, push_verdict, verdict_exposition
 from .pushgateway_policy import effective_pushgateway
 from .ref import ProbeRef
-from .results import ResultError, RunReport, parse_termination_message
+from .results import ResultError, RunReport, log_lines, parse_termination_message
 from .spec import ProbeSpec, SpecError
 from .status import RunRef, RunUpdate, apply_run, is_new_run, parse_iso
 
@@ -72,7 +72,13 @@ class FinishedPod:
             run_time = report.timestamp
         except ResultError as exc:
             reason = terminated.get("reason") or pod_status.get("reason") or "unknown"
-            failure = f"run left no result ({exc}; exit code {exit_code}, reason {reason})"
+            # FallbackToLogsOnError: a probe that failed early left its stderr line instead
+            said = "; ".join(log_lines(terminated.get("message")))
+            failure = (
+                f"run left no result (exit code {exit_code}, reason {reason}): {said}"
+                if said
+                else f"run left no result ({exc}; exit code {exit_code}, reason {reason})"
+            )
             run_time = (
                 parse_iso(terminated.get("startedAt"))
                 or parse_iso(pod_status.get("startTime"))

@@ -23,6 +23,8 @@ from .spec import ProbeSpec
 
 Status = dict[str, Any]
 MAX_MESSAGE = 4096
+RUN_TIME_PRECISION_SECONDS = 1.0  # Kubernetes timestamps (startedAt) have whole seconds
+TRUNCATION_MARK = "..."  # how the probe ends a shortened error text (contract.py)
 
 
 def iso(timestamp: float) -> str:
@@ -279,21 +281,54 @@ def _targets_for_spec(raw: Any, spec: ProbeSpec) -> list[dict[str, Any]]:
 
 
 def _summarize(status: Status) -> None:
-    """Top-level fields for the printer columns."""
+    """Top-level fields for the printer columns, recomputed from the current targets only.
+
+    Each field is set or removed on every write: a field kept from before would describe
+    targets no longer in the spec (e.g. CHANGES 0 beside a LAST CHANGE of a removed target).
+    """
     targets = [t for t in status.get("targets") or [] if isinstance(t, Mapping)]
-    ran = [t for t in targets if "reached" in t]
-    if ran:
+    if any("reached" in t for t in targets):
         status["hops"] = ",".join(
             str(t["hops"]) if isinstance(t.get("hops"), int) else "?" for t in targets
         )[:512]
         status["reached"] = f"{sum(1 for t in targets if t.get('reached') is True)}/{len(targets)}"
+    else:
+        status.pop("hops", None)
+        status.pop("reached", None)
     status["pathChanges"] = sum(
         t.get("pathChanges", 0) for t in targets if isinstance(t.get("pathChanges"), int)
     )
     changes = [parse_iso(t.get("lastChangeTime")) for t in targets]
     latest = max((c for c in changes if c is not None), default=None)
-    if latest is not None:
+    if latest is None:
+        status.pop("lastChangeTime", None)
+    else:
         status["lastChangeTime"] = iso(latest)
+    reason = summary_reason(status)
+    if reason is None:
+        status.pop("reason", None)
+    else:
+        status["reason"] = reason
+
+
+def summary_reason(status: Mapping[str, Any]) -> str | None:
+    """The REASON column: why the probe is not simply working, else Ready's reason.
+
+    The first that holds: Stalled=True (the rule that refused the spec), Reconciling=True,
+    Ready not True; then a last run that left no result; else Ready's reason.
+    """
+    for type_, abnormal in (("Stalled", "True"), ("Reconciling", "True")):
+        entry = condition(status, type_)
+        if entry is not None and entry.get("status") == abnormal and entry.get("reason"):
+            return str(entry["reason"])[:128]
+    ready = condition(status, "Ready")
+    if ready is None or not ready.get("reason"):
+        return None
+    if ready.get("status") == "True":
+        reachable = condition(status, "Reachable")
+        if reachable is not None and reachable.get("reason") == "NoResult":
+            return "RunFailed"
+    return str(ready["reason"])[:128]
 
 
 @dataclass(frozen=True)
@@ -321,7 +356,9 @@ def is_new_run(status: Mapping[str, Any] | None, ref: RunRef, run_time: float) -
     if last.get("podUID") == ref.pod_uid:
         return False
     last_time = parse_iso(last.get("startTime"))
-    return last_time is None or run_time >= last_time - 0.0005
+    # a run without result is timed by the kubelet's startedAt, whole seconds: a run that
+    # started in the same second as the last one read is newer, not a replay
+    return last_time is None or run_time >= last_time - RUN_TIME_PRECISION_SECONDS
 
 
 def apply_run(
@@ -377,15 +414,25 @@ def apply_run(
 
 
 def _run_errors(report: RunReport | None, failure: str | None) -> list[str]:
+    """Each error once: the probe lists a target's error among the run's errors too."""
     errors: list[str] = []
     if failure:
         errors.append(failure)
     if report is not None:
         errors.extend(report.errors)
         for target in report.targets:
-            if target.error:
-                errors.append(f"{target.name}: {target.error}")
-    return errors
+            line = f"{target.name}: {target.error}" if target.error else None
+            if line and not any(_same_error(line, e) for e in report.errors):
+                errors.append(line)
+    return list(dict.fromkeys(errors))
+
+
+def _same_error(a: str, b: str) -> bool:
+    """The same line, also when the probe shortened one copy ("..." at the cut)."""
+    stem_a, stem_b = a.removesuffix(TRUNCATION_MARK), b.removesuffix(TRUNCATION_MARK)
+    if a.endswith(TRUNCATION_MARK) and stem_b.startswith(stem_a):
+        return True
+    return (b.endswith(TRUNCATION_MARK) and stem_a.startswith(stem_b)) or a == b
 
 
 def _last_run(

@@ -77,9 +77,11 @@ def test_printer_columns(version: dict[str, Any]) -> None:
         "Last Run",
         "Last Change",
         "Ready",
+        "Reason",
         "Age",
     ):
         assert name in columns, name
+    assert columns["Reason"]["jsonPath"] == ".status.reason"
     assert columns["Ready"]["jsonPath"] == '.status.conditions[?(@.type=="Ready")].status'
     assert columns["Last Run"]["type"] == "date"
     assert columns["Changes"]["type"] == "integer"

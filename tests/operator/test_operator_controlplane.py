@@ -27,7 +27,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from devcluster.controlplane import ControlPlane
-from devcluster.kubetools import KubeError, KubeRest, ensure_namespace
+from devcluster.kubetools import KubeError, KubeRest, ensure_namespace, kubectl
 from devcluster.lab import Lab, Topology
 from devcluster.operator_process import (
     OperatorProcess,
@@ -317,6 +317,120 @@ def test_runs_that_cannot_start_turn_the_probe_not_ready_with_the_kubelets_reaso
     fixed = wait_ready(kube, k8s_namespace, "nonode")
     assert condition(fixed, "RunsStarted")["reason"] == "AwaitingRun"
     assert condition(fixed, "Stalled")["status"] == "False"
+
+
+def kubectl_get_row(control_plane: ControlPlane, namespace: str, name: str) -> dict[str, str]:
+    """`kubectl get trp NAME` as the user sees it: the printer columns, by header."""
+    out = kubectl(["get", "trp", name, "-n", namespace], kubeconfig=control_plane.kubeconfig)
+    header, row, *rest = out.stdout.splitlines()
+    assert not rest, out.stdout  # one line per probe
+    starts = [m.start() for m in re.finditer(r"\S+(?: \S+)*", header)]
+    names = [header[a:b].strip() for a, b in itertools.pairwise([*starts, None])]
+    cells = [row[a:b].strip() for a, b in itertools.pairwise([*starts, None])]
+    return dict(zip(names, cells, strict=True))
+
+
+def run_with_extra_args(kube: KubeRest, namespace: str, probe: str, extra: list[str]) -> str:
+    """A Job from the CronJob's template with arguments added before the targets."""
+    job = f"trp-{probe}-x{next(_job_counter)}"
+    source = kube.get(f"/apis/batch/v1/namespaces/{namespace}/cronjobs/trp-{probe}")
+    template = source["spec"]["jobTemplate"]
+    (container,) = template["spec"]["template"]["spec"]["containers"]
+    args = container["args"]
+    container["args"] = [*args[: args.index("--")], *extra, *args[args.index("--") :]]
+    body = {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {"name": job, "namespace": namespace, "labels": template["metadata"]["labels"]},
+        "spec": template["spec"],
+    }
+    kube.post(f"/apis/batch/v1/namespaces/{namespace}/jobs", body)
+    return job
+
+
+def test_kubectl_get_shows_the_current_targets_and_why_a_run_failed(
+    operator: OperatorProcess,
+    lab_runner: Any,
+    kube: KubeRest,
+    k8s_namespace: str,
+    control_plane: ControlPlane,
+) -> None:
+    lab = lab_runner(Topology.diamond(a_routers=2, b_routers=2))
+    create_probe(kube, k8s_namespace, "cols", probe_spec(lab, pathChange={"confirmRuns": 1}))
+    wait_ready(kube, k8s_namespace, "cols")
+    run_once(kube, k8s_namespace, "cols")
+    lab.flip()
+    changed = run_once(kube, k8s_namespace, "cols")
+    assert changed["status"]["pathChanges"] == 1
+    row = kubectl_get_row(control_plane, k8s_namespace, "cols")
+    assert (row["HOPS"], row["REACHED"], row["CHANGES"]) == ("5", "1/1", "1"), row
+    assert row["LAST CHANGE"] != "" and row["REASON"] == "CronJobReady", row
+
+    # the target that changed is replaced by r1 (one hop away) that never ran yet
+    first_hop = lab.link_addr("r1", "probe")
+    kube.merge_patch(probe_path(k8s_namespace, "cols"), {"spec": {"targets": [first_hop]}})
+    wait_until(
+        lambda: (
+            (get_probe(kube, k8s_namespace, "cols") or {})
+            .get("status", {})
+            .get("observedGeneration")
+            == 2
+        ),
+        timeout=30,
+        what="targets change reconciled",
+    )
+    probe = get_probe(kube, k8s_namespace, "cols")
+    assert probe is not None
+    assert [t["name"] for t in probe["status"]["targets"]] == [first_hop]
+    row = kubectl_get_row(control_plane, k8s_namespace, "cols")
+    assert row["TARGETS"] == f'["{first_hop}"]', row
+    # the apiserver's table leaves a missing field's cell empty
+    assert (row["HOPS"], row["REACHED"], row["CHANGES"]) == ("", "", "0"), row
+    assert row["LAST CHANGE"] == "", row
+    run_once(kube, k8s_namespace, "cols")
+    row = kubectl_get_row(control_plane, k8s_namespace, "cols")
+    assert (row["HOPS"], row["REACHED"], row["CHANGES"]) == ("1", "1/1", "0"), row
+
+    # a probe that refuses its arguments (exit 2) writes no result: its stderr line shows
+    job = run_with_extra_args(kube, k8s_namespace, "cols", ["--port", "80"])
+
+    def failed_run() -> dict[str, Any] | None:
+        current = get_probe(kube, k8s_namespace, "cols") or {}
+        last = current.get("status", {}).get("lastRun") or {}
+        return current if last.get("jobName") == job else None
+
+    # started within a second of the last run: read although startedAt has whole seconds
+    failed = wait_until(failed_run, timeout=90, what=f"result of {job} in status")
+    last_run = failed["status"]["lastRun"]
+    assert last_run["exitCode"] == 2
+    assert last_run["errors"] == [
+        "run left no result (exit code 2, reason Error): "
+        "traceroute-probe: error: --port applies to udp and tcp only"
+    ], last_run
+    assert "--port applies to udp and tcp only" in condition(failed, "Reachable")["message"]
+    (event,) = wait_until(
+        lambda: events_for(kube, k8s_namespace, "cols", "RunFailed"), timeout=10, what="event"
+    )
+    assert event["message"] == last_run["errors"][0]  # once, as in status
+    row = kubectl_get_row(control_plane, k8s_namespace, "cols")
+    assert row["REASON"] == "RunFailed" and row["READY"] == "True", row
+
+
+def test_kubectl_get_shows_why_a_probe_is_stalled(
+    operator: OperatorProcess, kube: KubeRest, k8s_namespace: str, control_plane: ControlPlane
+) -> None:
+    create_probe(
+        kube, k8s_namespace, "stuck", {"targets": ["192.0.2.1"], "image": "evil.example/probe:1"}
+    )
+
+    def stalled() -> dict[str, Any] | None:
+        probe = get_probe(kube, k8s_namespace, "stuck")
+        return probe if condition(probe, "Stalled").get("status") == "True" else None
+
+    probe = wait_until(stalled, timeout=30, what="Stalled condition")
+    assert condition(probe, "Stalled")["reason"] == "ProbeImageNotAllowed"
+    row = kubectl_get_row(control_plane, k8s_namespace, "stuck")
+    assert (row["READY"], row["REASON"]) == ("False", "ProbeImageNotAllowed"), row
 
 
 # --- spec changes, suspend, delete -------------------------------------------------------------

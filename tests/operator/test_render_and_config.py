@@ -12,6 +12,9 @@ import yaml
 from traceroute_operator.config import ENV_REFERENCE, ConfigError, OperatorConfig, SecretKeyRef
 from traceroute_operator.pushgateway import group_url, verdict_exposition
 
+from devcluster.chart import EXAMPLES, render_text
+from devcluster.paths import ROOT
+
 PROBES = """
 apiVersion: traceroute.dev/v1alpha1
 kind: TracerouteProbe
@@ -100,6 +103,86 @@ def test_render_errors_are_one_line(tmp_path: Path, text: str, message: str) -> 
     assert done.returncode == 2
     assert message in done.stderr
     assert "Traceback" not in done.stderr and done.stderr.count("\n") == 1
+
+
+def render_cli(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "traceroute_operator.cli", "render", *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def cronjobs(done: subprocess.CompletedProcess[str]) -> list[str]:
+    assert done.returncode == 0, done.stderr
+    return [
+        o["metadata"]["name"] for o in yaml.safe_load_all(done.stdout) if o["kind"] == "CronJob"
+    ]
+
+
+def test_piping_five_examples_renders_five_probes() -> None:
+    assert len(EXAMPLES) == 5
+    joined = "".join("---\n" + path.read_text() for path in EXAMPLES)
+    names = cronjobs(render_cli("-f", "-", stdin=joined))
+    assert len(names) == 5 and len(set(names)) == 5
+    # cat without separators: refused, naming the document, nothing printed
+    done = render_cli("-f", "-", stdin="".join(p.read_text() for p in EXAMPLES))
+    assert done.returncode == 2 and done.stdout == ""
+    assert "stdin#0: duplicate key 'apiVersion'" in done.stderr
+
+
+def test_several_files_and_directories(tmp_path: Path) -> None:
+    (tmp_path / "more.yaml").write_text(PROBES)
+    names = cronjobs(render_cli("-f", str(ROOT / "examples"), "-f", str(tmp_path / "more.yaml")))
+    assert len(names) == 7 and {"trp-edge", "trp-core"} <= set(names)
+
+
+def test_every_document_that_cannot_be_rendered_is_named(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(
+        PROBES + "---\napiVersion: traceroute.dev/v1alpha1\nkind: TracerouteProbe\n"
+        "metadata: {name: p}\nspec: {targets: [a], port: 80}\n"
+        "---\napiVersion: traceroute.dev/v1beta9\nkind: TracerouteProbe\nmetadata: {name: q}\n"
+        "---\n- just a list\n"
+        "---\napiVersion: traceroute.dev/v1alpha1\nkind: TracerouteProbe\n"
+        "metadata: {name: edge, namespace: net}\nspec: {targets: [b]}\n"
+    )
+    done = render_cli("-f", str(bad))
+    assert done.returncode == 2 and done.stdout == ""
+    lines = done.stderr.splitlines()
+    assert len(lines) == 4, done.stderr
+    assert f"{bad}#3 (TracerouteProbe p): spec.port" in lines[0]
+    assert f"{bad}#4 (TracerouteProbe q): expected apiVersion traceroute.dev/v1alpha1" in lines[1]
+    assert f"{bad}#5: not an object" in lines[2]
+    assert f"{bad}#6 (TracerouteProbe edge): the same probe as {bad}#0" in lines[3]
+
+
+def test_render_with_the_charts_manifests_uses_the_charts_settings(tmp_path: Path) -> None:
+    manifests = tmp_path / "chart.yaml"
+    manifests.write_text(render_text(namespace="tr-system"))
+    done = render_cli("--operator-manifests", str(manifests), "-f", "-", "-n", "net", stdin=PROBES)
+    assert done.returncode == 0, done.stderr
+    objects = list(yaml.safe_load_all(done.stdout))
+    cronjob = next(o for o in objects if o["kind"] == "CronJob")
+    (container,) = cronjob["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"]
+    args = container["args"]
+    pushgateway = args[args.index("--pushgateway") + 1]
+    assert pushgateway == "http://trop-traceroute-operator-pushgateway.tr-system.svc:9091"
+    dashboards = {o["metadata"]["namespace"] for o in objects if o["kind"] == "ConfigMap"}
+    assert dashboards == {"tr-system"}  # the release namespace, not the built-in default
+    monitors = [o for o in objects if o["kind"] == "ServiceMonitor"]
+    assert [m["metadata"]["namespace"] for m in monitors] == ["tr-system"]
+
+
+def test_the_charts_manifests_need_one_operator_deployment(tmp_path: Path) -> None:
+    (tmp_path / "probes.yaml").write_text(PROBES)
+    done = render_cli(
+        "--operator-manifests", str(tmp_path / "probes.yaml"), "-f", "-", stdin=PROBES
+    )
+    assert done.returncode == 2 and "expected one operator Deployment" in done.stderr
 
 
 def test_config_from_env() -> None:

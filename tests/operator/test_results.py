@@ -9,7 +9,13 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from traceroute_operator.results import ResultError, parse_termination_message
+from traceroute_operator.results import (
+    PROBE_LOG_PREFIX,
+    ResultError,
+    log_lines,
+    parse_termination_message,
+)
+from traceroute_probe import cli as probe_cli
 
 CONTRACT_EXAMPLE = {
     "v": 1,
@@ -159,3 +165,25 @@ def test_arbitrary_json_never_crashes(doc: Any) -> None:
         return
     with contextlib.suppress(ResultError):
         parse_termination_message(text)
+
+
+def test_a_log_tail_yields_the_probes_own_lines(capsys: pytest.CaptureFixture[str]) -> None:
+    # what the kubelet gives for FallbackToLogsOnError when the probe exits 2 (bad arguments)
+    code = probe_cli.main(["--protocol", "icmp", "--port", "80", "--", "192.0.2.1"])
+    assert code == 2
+    stderr = capsys.readouterr().err
+    assert stderr.startswith(PROBE_LOG_PREFIX)
+    with pytest.raises(ResultError):
+        parse_termination_message(stderr)
+    assert log_lines(stderr) == (stderr.strip(),)
+    assert "--port applies to udp and tcp only" in stderr
+
+
+def test_log_lines_prefer_the_probe_and_ignore_results() -> None:
+    tail = "hop table line\ntraceroute-probe: push: HTTP 503\n\ntraceroute-probe: cannot write\n"
+    assert log_lines(tail) == ("traceroute-probe: push: HTTP 503", "traceroute-probe: cannot write")
+    crash = "Traceback (most recent call last):\n  File x\nImportError: no module y\n"
+    assert log_lines(crash) == ("ImportError: no module y",)
+    assert log_lines('{"v":1,"ts":') == ()  # a cut-off result is not a log tail
+    assert log_lines(None) == () and log_lines("  \n") == ()
+    assert log_lines(b"traceroute-probe: error: x") == ("traceroute-probe: error: x",)

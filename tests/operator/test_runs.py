@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from typing import Any
 
@@ -148,6 +149,53 @@ def test_a_pod_without_result_is_a_failed_run(pushgateway: RecordingPushgateway)
     assert event_reasons(kube) == ["RunFailed"]
     assert sample(verb.ctx.metrics, "traceroute_operator_runs_total", outcome="no_result") == 1
     assert pushgateway.requests == []  # nothing new to say
+
+
+def test_the_probes_stderr_line_of_a_failed_run_reaches_status_and_event(
+    pushgateway: RecordingPushgateway,
+) -> None:
+    kube = FakeKube()
+    kube.put(probe_body())
+    verb = reader(kube, pushgateway)
+    line = "traceroute-probe: error: --port applies to udp and tcp only"
+    # FallbackToLogsOnError: no result written, so the kubelet gives the log tail
+    verb.handle_pod(
+        pod("p1", {"exitCode": 2, "reason": "Error", "message": line + "\n"}, phase="Failed")
+    )
+    status = status_of(kube)
+    expected = f"run left no result (exit code 2, reason Error): {line}"
+    assert status["lastRun"]["errors"] == [expected]
+    assert status["lastRun"]["exitCode"] == 2
+    reachable = condition(status, "Reachable")
+    assert reachable is not None and reachable["message"] == expected
+    (event,) = [e for e in kube.events if e["reason"] == "RunFailed"]
+    assert event["message"] == expected
+
+
+def test_each_run_error_appears_once_in_status_and_event(
+    pushgateway: RecordingPushgateway,
+) -> None:
+    kube = FakeKube()
+    kube.put(probe_body())
+    verb = reader(kube, pushgateway)
+    # as the probe writes it: the target's error under "e" and as a run error line in "err"
+    target: dict[str, Any] = {"n": TARGET, "a": None, "r": False, "h": 0, "p": [], "l": 1.0}
+    target["e"] = "permission: cannot open an ICMP socket"
+    result = {
+        "v": 1,
+        "ts": TS,
+        "dur": 0.1,
+        "code": 4,
+        "err": [f"{TARGET}: permission: cannot open an ICMP socket"],
+        "t": [target],
+    }
+    verb.handle_pod(
+        pod("p1", {"exitCode": 4, "reason": "Error", "message": json.dumps(result)}, phase="Failed")
+    )
+    line = f"{TARGET}: permission: cannot open an ICMP socket"
+    assert status_of(kube)["lastRun"]["errors"] == [line]
+    (event,) = [e for e in kube.events if e["reason"] == "RunErrors"]
+    assert event["message"] == line
 
 
 def test_unreachable_target_and_confirmed_change_post_events_and_count(

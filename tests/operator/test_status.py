@@ -228,6 +228,9 @@ def test_dedupe_by_pod_and_order() -> None:
     assert not is_new_run(status, RunRef("j", "p", "u1"), NOW)  # the same pod again
     assert not is_new_run(status, RunRef("j0", "p0", "u0"), NOW - 300)  # an older pod replayed
     assert is_new_run(status, RunRef("j2", "p2", "u2"), NOW + 300)
+    # a pod without result, started in the same second: timed by startedAt (whole seconds)
+    later = feed(status, NOW + 0.6, run(NOW + 0.6, target("a.example", A1)), "u3").status
+    assert is_new_run(later, RunRef("j4", "p4", "u4"), NOW)
 
 
 def test_removed_targets_leave_status() -> None:
@@ -288,3 +291,126 @@ def test_a_suspended_probe_or_a_failing_apply_keeps_its_own_ready() -> None:
     stuck = run_not_started(retry, False, "Unschedulable", "pod p1: 0/1 nodes", NOW + 5)
     assert condition(stuck, "Ready")["reason"] == "Retrying"  # type: ignore[index]
     assert condition(stuck, "Stalled")["status"] == "False"  # type: ignore[index]
+
+
+def _changed_on_a(status: dict[str, Any]) -> dict[str, Any]:
+    """Three runs: a.example's path changes (confirmed), b.example is reached throughout."""
+    for i, path in enumerate((A1, A2, A2), start=1):
+        ts = NOW + 300 * i
+        report = run(ts, target("a.example", path), target("b.example", B1))
+        status = feed(status, ts, report, f"u{i}").status
+    assert status["pathChanges"] == 1 and "lastChangeTime" in status
+    return status
+
+
+def test_a_targets_change_leaves_only_the_current_targets_in_the_summary() -> None:
+    status = _changed_on_a(reconciled_status(None, 1, ReconcileOutcome("trp-x"), SPEC, NOW))
+    # a.example (the one that changed) removed, c.example added: nothing ran for c yet
+    other = ProbeSpec.from_dict({"targets": ["b.example", "c.example"]})
+    status = reconciled_status(status, 2, ReconcileOutcome("trp-x"), other, NOW + 1000)
+    assert [t["name"] for t in status["targets"]] == ["b.example", "c.example"]
+    assert status["hops"] == "2,?" and status["reached"] == "1/2"
+    assert status["pathChanges"] == 0
+    assert "lastChangeTime" not in status  # CHANGES 0 never beside a LAST CHANGE
+
+    # only never-run targets left: HOPS and REACHED describe nothing, so they are gone
+    fresh = ProbeSpec.from_dict({"targets": ["c.example"]})
+    status = reconciled_status(status, 3, ReconcileOutcome("trp-x"), fresh, NOW + 1100)
+    assert "hops" not in status and "reached" not in status
+    assert status["pathChanges"] == 0 and "lastChangeTime" not in status
+
+
+def test_a_run_after_a_targets_change_summarizes_the_current_targets_only() -> None:
+    status = _changed_on_a(reconciled_status(None, 1, ReconcileOutcome("trp-x"), SPEC, NOW))
+    # a run of the old CronJob (still tracing a.example) read after the spec dropped it
+    only_b = ProbeSpec.from_dict({"targets": ["b.example"]})
+    update = apply_run(
+        status,
+        only_b,
+        RunRef("job-u9", "pod-u9", "u9"),
+        run_time=NOW + 2000,
+        exit_code=0,
+        report=run(NOW + 2000, target("a.example", A1), target("b.example", B1)),
+        failure=None,
+        now=NOW + 2002,
+    )
+    status = update.status
+    assert [t["name"] for t in status["targets"]] == ["b.example"]
+    assert status["hops"] == "2" and status["reached"] == "1/1"
+    assert status["pathChanges"] == 0 and "lastChangeTime" not in status
+    assert not update.changes
+
+
+def test_a_target_error_the_probe_also_lists_as_a_run_error_appears_once() -> None:
+    status = reconciled_status(None, 1, ReconcileOutcome("trp-x"), SPEC, NOW)
+    long_message = "x" * 300
+    # what the probe writes: the target's `e`, and the same line in `err` (contract.py)
+    update = feed(
+        status,
+        NOW,
+        run(
+            NOW,
+            target("a.example", [], reached=False, hops=0, error="permission: " + long_message),
+            target("b.example", [], reached=False, hops=0, error="resolve: NXDOMAIN"),
+            code=3,
+            errors=(
+                ("a.example: permission: " + long_message)[:197] + "...",
+                "b.example: resolve: NXDOMAIN",
+                "push: HTTP 503",
+            ),
+        ),
+        "u1",
+    )
+    errors = update.status["lastRun"]["errors"]
+    assert errors == [
+        ("a.example: permission: " + long_message)[:197] + "...",
+        "b.example: resolve: NXDOMAIN",
+        "push: HTTP 503",
+    ]
+    assert update.new_errors == errors
+    # an older probe that lists target errors only under the target: still reported
+    older = feed(
+        status,
+        NOW,
+        run(NOW, target("b.example", [], reached=False, hops=0, error="resolve: NXDOMAIN")),
+        "u2",
+    )
+    assert older.status["lastRun"]["errors"] == ["b.example: resolve: NXDOMAIN"]
+
+
+def test_the_reason_column_names_what_is_wrong_first() -> None:
+    ready = reconciled_status(None, 1, ReconcileOutcome("trp-x"), SPEC, NOW)
+    assert ready["reason"] == "CronJobReady"
+    suspended = reconciled_status(ready, 2, ReconcileOutcome("trp-x", suspended=True), SPEC, NOW)
+    assert suspended["reason"] == "Suspended"
+    retrying = reconciled_status(ready, 2, ReconcileOutcome("trp-x", error="HTTP 500"), SPEC, NOW)
+    assert retrying["reason"] == "Retrying"
+    stalled = reconciled_status(
+        ready,
+        2,
+        ReconcileOutcome(
+            "trp-x",
+            error="spec.pushgateway.url: not allowed",
+            permanent=True,
+            stall_reason="PushgatewayURLNotAllowed",
+        ),
+        SPEC,
+        NOW,
+    )
+    assert stalled["reason"] == "PushgatewayURLNotAllowed"
+    # a run that left no result, while the CronJob is fine
+    failed = feed(ready, NOW + 300, None, "u1", failure="run left no result (exit code 2)").status
+    assert failed["reason"] == "RunFailed"
+    # a stall outranks the failed run; a good run clears RunFailed
+    assert (
+        reconciled_status(
+            failed,
+            2,
+            ReconcileOutcome("trp-x", error="spec.port: nope", permanent=True),
+            SPEC,
+            NOW,
+        )["reason"]
+        == "InvalidSpec"
+    )
+    good = feed(failed, NOW + 600, run(NOW + 600, target("a.example", A1)), "u2").status
+    assert good["reason"] == "CronJobReady"

@@ -150,8 +150,9 @@ def build_cronjob(
             "seccompProfile": {"type": "RuntimeDefault"},
         },
         "terminationMessagePath": TERMINATION_MESSAGE_PATH,
-        # only the probe's JSON, never log lines: the operator parses it
-        "terminationMessagePolicy": "File",
+        # the probe's JSON; when a failed probe wrote none (exit 2: bad arguments), the log
+        # tail with its stderr line, which the operator puts into status.lastRun.errors
+        "terminationMessagePolicy": "FallbackToLogsOnError",
         "volumeMounts": mounts,
     }
     pod_spec: dict[str, Any] = {
