@@ -343,6 +343,10 @@ class Schedule:
         live = [t for t in self.targets if not t.complete]
         # First attempts of every target before any second; retries before extra samples.
         for stage in (_Stage.FIRST, _Stage.NEEDED, _Stage.EXTRA):
+            if stage is _Stage.EXTRA and self._needed_waits(live):
+                # An unknown router may be a known one at another TTL (r2 on the short
+                # and the long branch): extra samples must not take its refill token.
+                break
             cells = heapq.merge(
                 *([(ttl, flow, t.index) for ttl, flow in self._cells_to_release(t)] for t in live)
             )
@@ -354,6 +358,11 @@ class Schedule:
                 waits += [self._release_e2e(t, plan) for t in live]
             earliest = min([w for w in waits if w is not None], default=earliest)
         return earliest
+
+    @staticmethod
+    def _needed_waits(targets: Sequence[TargetState]) -> bool:
+        """Some first attempt or retry waits for a router's token."""
+        return any(cell.waiting_retry for t in targets for cell in t.cells.values())
 
     @staticmethod
     def _cells_to_release(target: TargetState) -> list[tuple[int, int]]:
