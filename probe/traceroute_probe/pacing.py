@@ -52,7 +52,8 @@ class TokenModel:
             if last is not None:
                 tokens = min(self.burst, tokens + (t - last) / self.interval_ns)
             if is_send:
-                tokens -= 1.0  # the router may have dropped it: tokens can go below zero
+                # As in Linux, a probe beyond the bucket is dropped and spends nothing.
+                tokens = max(0.0, tokens - 1.0)
             else:
                 tokens = min(tokens, 0.0)
             last = t
