@@ -34,12 +34,14 @@ _FAMILIES: dict[str, tuple[tuple[str, ...], str]] = {
     "traceroute_reached": (("target",), "1 if the destination answered, else 0."),
     "traceroute_hops": (
         ("target",),
-        "Hop count: TTL of the destination when reached, else highest TTL with a responder.",
+        "Hop count: the longest flow's destination TTL when reached, else highest TTL "
+        "with a responder.",
     ),
     "traceroute_expected_hops": (("target",), "Expected hop count configured for the target."),
     "traceroute_destination_loss_ratio": (
         ("target",),
-        "Share of probes at the destination TTL that got no answer (1 when not reached).",
+        "Share of the dedicated end-to-end probes the destination did not answer "
+        "(1 when not reached).",
     ),
     "traceroute_destination_rtt_seconds": (
         ("target",),
@@ -81,6 +83,17 @@ _FAMILIES: dict[str, tuple[tuple[str, ...], str]] = {
     "traceroute_target_error": (
         ("target", "kind"),
         "1 if the target could not be traced: resolve, permission, socket or internal.",
+    ),
+    # --- pacing and ECMP hop counts (kept apart: new families are appended) ---
+    "traceroute_hops_min": (("target",), "Shortest hop count among the flows (unequal ECMP)."),
+    "traceroute_hops_max": (("target",), "Longest hop count among the flows (= traceroute_hops)."),
+    "traceroute_flows_served": (
+        ("target",),
+        "Flows measured at every TTL within the deadline under the routers' ICMP rate limits.",
+    ),
+    "traceroute_destination_probes_sent": (
+        ("target",),
+        "Dedicated end-to-end probes to the destination that settled (the loss ratio's base).",
     ),
 }
 
@@ -161,7 +174,18 @@ def build_registry(run: RunResult, extra_labels: Mapping[str, str]) -> Collector
                     put("traceroute_hop_info", 1, name, flow, ttl, ip)
         for a, b in sorted(_edges(t)):
             put("traceroute_edge_info", 1, name, a, b)
+        _put_pacing(put, t)
     return registry
+
+
+def _put_pacing(put: Callable[..., None], t: TargetResult) -> None:
+    """The pacing and ECMP hop-count families of one target."""
+    name = t.target
+    put("traceroute_hops_min", t.hops_min, name)
+    put("traceroute_hops_max", t.hops_max, name)
+    if t.address is not None:
+        put("traceroute_flows_served", t.flows_served, name)
+    put("traceroute_destination_probes_sent", t.destination_sent, name)
 
 
 class PushError(Exception):

@@ -51,11 +51,8 @@ class TokenModel:
         for t, is_send in sorted(events, key=lambda e: (e[0], not e[1])):
             if last is not None:
                 tokens = min(self.burst, tokens + (t - last) / self.interval_ns)
-            if is_send:
-                # As in Linux, a probe beyond the bucket is dropped and spends nothing.
-                tokens = max(0.0, tokens - 1.0)
-            else:
-                tokens = min(tokens, 0.0)
+            # As in Linux, a probe beyond the bucket is dropped and spends nothing.
+            tokens = max(0.0, tokens - 1.0) if is_send else min(tokens, 0.0)
             last = t
         if last is None:
             return now_ns

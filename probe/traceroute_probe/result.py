@@ -265,6 +265,8 @@ def termination_message(run: RunResult) -> str:
             TargetKey.LOSS: round(t.destination_loss_ratio, 4),
             TargetKey.RTT: _round(t.destination_rtt_ms),
         }
+        if t.hops_min and t.hops_min != t.hop_count:
+            entry[TargetKey.HOPS_MIN] = t.hops_min
         if t.error is not None:
             entry[TargetKey.ERROR] = _short(f"{t.error.kind}: {t.error.message}")
         entries.append(entry)
