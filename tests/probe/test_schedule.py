@@ -415,3 +415,54 @@ def test_a_send_error_fails_only_that_target() -> None:
     assert error is not None and error.kind == "socket"
     assert error.message == "send: Network is unreachable"
     assert schedule.hops(0)[0] and not schedule.hops(1)[0]
+
+
+# --- end-to-end probes and per-flow hop counts ---------------------------------------------
+
+
+def test_end_to_end_probes_measure_the_destination_apart_from_the_trace() -> None:
+    """Ten probes at TTL 255, spaced 2 ms, go with the first wave; the run waits for
+    them; a destination that answers loses none of them."""
+    schedule, net = make(chain(1, 2, 3), destination_probes=10)
+    run(schedule, net)
+    e2e = [s for s in net.sent if s.probe.ttl == 255]
+    assert len(e2e) == 10
+    assert all(b.at - a.at >= 2 * MS for a, b in itertools.pairwise(e2e))
+    outcome = schedule.outcome(0)
+    assert outcome.e2e_sent == 10 and len(outcome.e2e_rtts_ms) == 10
+    assert all(abs(rtt - 20.0) < 1e-6 for rtt in outcome.e2e_rtts_ms)
+    assert all(hop.ttl <= 4 for hop in outcome.hops)  # TTL 255 is no hop of the trace
+
+
+def test_a_destination_that_drops_end_to_end_probes_shows_their_loss() -> None:
+    class Lossy(FakeNetwork):
+        def _answer(self, probe: ProbeId, now: int) -> Answer | None:
+            if probe.ttl == 255 and probe.flow == 0:
+                return None  # every third end-to-end probe is lost
+            return super()._answer(probe, now)
+
+    clock = FakeClock()
+    opts = WaveOptions(destination_probes=9)
+    schedule = Schedule([TargetPlan(TARGET, 4, 3)], opts, START)
+    run(schedule, Lossy(clock, chain(1, 2)))
+    outcome = schedule.outcome(0)
+    assert outcome.e2e_sent == 9 and len(outcome.e2e_rtts_ms) == 6
+    assert outcome.reached and all(hop.replies == hop.sent for hop in outcome.hops)
+
+
+def test_sixteen_flows_on_depleted_routers_show_no_false_silence() -> None:
+    """A run right after another one: every router's bucket is empty at the start. The
+    refill retries find every hop; flows the deadline leaves no token for are counted
+    as not served and show no loss."""
+    routers = chain(1, 2, 3, limited=True)
+    for router in routers:
+        router.tokens = 0.0
+    schedule, net = make(routers, flows=16)
+    end = run(schedule, net)
+    assert end - START <= 10 * NS
+    outcome = schedule.outcome(0)
+    assert outcome.reached and outcome.flow_hops == [4] * 16
+    for hop in outcome.hops[:3]:
+        assert hop.addresses == [f"10.0.{hop.ttl}.1"]
+        assert all(f.replies > 0 for f in hop.flows if f.sent), hop
+    assert 1 <= outcome.flows_served < 16
