@@ -22,6 +22,8 @@ _PER_FLOW = (
     "traceroute_hop_probes_sent",
     "traceroute_hop_replies",
 )
+# families the pre-issue-13 probe did not have at all
+_NEWER = {"traceroute_hops_min", "traceroute_flows_served", "traceroute_replies_rejected"}
 _PER_HOP = {
     "traceroute_hop_rtt_min_seconds",
     "traceroute_hop_rtt_avg_seconds",
@@ -36,7 +38,7 @@ def legacy_exposition(run: RunResult) -> str:
     registry = CollectorRegistry()
     # the per-target families are unchanged: take them from today's builder
     for family in build_registry(run, {}).collect():
-        if family.name in _PER_HOP or not family.samples:
+        if family.name in _PER_HOP or family.name in _NEWER or not family.samples:
             continue  # (a Gauge never set would still export a 0)
         names = tuple(family.samples[0].labels)
         gauge = Gauge(family.name, family.documentation, names, registry=registry)

@@ -4,8 +4,13 @@ A path is, per TTL, the set of addresses that answered across the run's fixed fl
 Two paths differ only when
 
 - the destination was reached in one run and not in the other, or
-- both runs reached the destination at different hop counts, or
+- both runs reached the destination and their hop ranges are disjoint, or
 - at some TTL both runs have responders and the two sets are disjoint.
+
+A run's hop range is its flows' shortest to longest hop count: under ECMP with branches
+of unequal length the flows of one run may see both (range 4-6), another flow set only
+one (4 or 6). Like address sets, overlapping ranges are alternatives, not a change, and
+the baseline accumulates them; the path covers TTL 1..the longest.
 
 A silent TTL (empty set) is a wildcard: rate limiting or a router that drops Time
 Exceeded is not a route change. Overlapping sets at one TTL are ECMP alternatives, not a
@@ -35,15 +40,23 @@ MAX_ADDRESSES_PER_TTL = 16
 @dataclass(frozen=True)
 class Trace:
     path: Path
-    hops: int
+    hops: int  # the longest flow's hop count (the path covers TTL 1..hops)
     reached: bool
+    hops_min: int | None = None  # the shortest flow's; None: equal to hops
+
+    @property
+    def low(self) -> int:
+        return self.hops if self.hops_min is None else min(self.hops_min, self.hops)
 
     def to_status(self) -> dict[str, Any]:
-        return {
+        status: dict[str, Any] = {
             "path": [sorted(hop) for hop in self.path],
             "hops": self.hops,
             "reached": self.reached,
         }
+        if self.low != self.hops:
+            status["hopsMin"] = self.low
+        return status
 
     @classmethod
     def from_status(cls, raw: Any) -> Trace | None:
@@ -59,7 +72,9 @@ class Trace:
             if not isinstance(hop, list) or not all(isinstance(a, str) for a in hop):
                 return None
             hops_sets.append(frozenset(hop))
-        return cls(tuple(hops_sets), hops, reached)
+        low = raw.get("hopsMin")
+        low = low if isinstance(low, int) and not isinstance(low, bool) and low <= hops else None
+        return cls(tuple(hops_sets), hops, reached, low)
 
 
 @dataclass(frozen=True)
@@ -102,6 +117,10 @@ def _show(addresses: frozenset[str]) -> str:
     return ",".join(sorted(addresses)) if addresses else "*"
 
 
+def _range(trace: Trace) -> str:
+    return str(trace.hops) if trace.low == trace.hops else f"{trace.low}-{trace.hops}"
+
+
 def differences(before: Trace, after: Trace) -> list[str]:
     """Readable differences that make ``after`` a different path; empty = same path."""
     lines: list[str] = []
@@ -109,8 +128,8 @@ def differences(before: Trace, after: Trace) -> list[str]:
         lines.append(
             f"reached: {'yes' if before.reached else 'no'} -> {'yes' if after.reached else 'no'}"
         )
-    elif before.reached and before.hops != after.hops:
-        lines.append(f"hops: {before.hops} -> {after.hops}")
+    elif before.reached and (after.hops < before.low or before.hops < after.low):
+        lines.append(f"hops: {_range(before)} -> {_range(after)}")
     for ttl, (old, new) in enumerate(zip(before.path, after.path, strict=False), start=1):
         if old and new and old.isdisjoint(new):
             lines.append(f"ttl {ttl}: {_show(old)} -> {_show(new)}")
@@ -120,9 +139,16 @@ def differences(before: Trace, after: Trace) -> list[str]:
 def merge(base: Trace, observed: Trace) -> Trace:
     """The accepted path after a run that did not differ from it.
 
-    Silent TTLs keep what the baseline knew; overlapping TTLs learn the ECMP alternatives.
+    Silent TTLs keep what the baseline knew; overlapping TTLs learn the ECMP alternatives,
+    overlapping hop ranges the branch lengths.
     """
-    length = len(observed.path) if observed.reached else max(len(base.path), len(observed.path))
+    if observed.reached and base.reached:
+        hops, low = max(base.hops, observed.hops), min(base.low, observed.low)
+    elif observed.reached:
+        hops, low = observed.hops, observed.low
+    else:
+        hops, low = max(base.hops, observed.hops), None
+    length = hops if observed.reached else max(len(base.path), len(observed.path))
     merged: list[frozenset[str]] = []
     for index in range(length):
         old = base.path[index] if index < len(base.path) else frozenset()
@@ -134,8 +160,7 @@ def merge(base: Trace, observed: Trace) -> Trace:
         else:
             union = old | new
             merged.append(union if len(union) <= MAX_ADDRESSES_PER_TTL else new)
-    hops = observed.hops if observed.reached else max(base.hops, observed.hops)
-    return Trace(tuple(merged), hops, observed.reached)
+    return Trace(tuple(merged), hops, observed.reached, None if low == hops else low)
 
 
 def observe(
@@ -166,5 +191,8 @@ def observe(
     return DetectionState(state.baseline, candidate, runs), None
 
 
-def trace_from_path(path: Sequence[Sequence[str]], hops: int, reached: bool) -> Trace:
-    return Trace(tuple(frozenset(hop) for hop in path), hops, reached)
+def trace_from_path(
+    path: Sequence[Sequence[str]], hops: int, reached: bool, hops_min: int | None = None
+) -> Trace:
+    low = None if hops_min is None or hops_min >= hops else hops_min
+    return Trace(tuple(frozenset(hop) for hop in path), hops, reached, low)

@@ -39,11 +39,12 @@ class TargetReport:
     name: str
     address: str | None
     reached: bool
-    hops: int
+    hops: int  # the longest flow's hop count
     path: Path | None  # None: unknown (dropped to fit the message, or malformed)
     loss_ratio: float | None
     rtt_ms: float | None
     error: str | None
+    hops_min: int | None = None  # the shortest flow's (unequal ECMP); None: equal to hops
 
 
 @dataclass(frozen=True)
@@ -113,6 +114,9 @@ def _target(raw: Any, index: int) -> TargetReport:
     hops = raw.get("h")
     if isinstance(hops, bool) or not isinstance(hops, int) or not 0 <= hops <= MAX_TTL:
         raise ResultError(f"t[{index}].h: not a hop count")
+    hops_min = raw.get("hmin")
+    if isinstance(hops_min, bool) or not isinstance(hops_min, int) or not 0 < hops_min < hops:
+        hops_min = None  # absent (every flow the same length) or not a shorter hop count
     loss = _number(raw.get("l"))
     if loss is not None and not 0.0 <= loss <= 1.0:
         loss = None
@@ -128,6 +132,7 @@ def _target(raw: Any, index: int) -> TargetReport:
         loss_ratio=loss,
         rtt_ms=rtt,
         error=_text(raw.get("e")),
+        hops_min=hops_min,
     )
 
 

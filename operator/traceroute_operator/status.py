@@ -505,7 +505,10 @@ def _detect(
     """ECMP-aware change detection on one target; True while a change awaits confirmation."""
     state = DetectionState.from_status(entry.get("detection"))
     state, change = observe(
-        state, Trace(path, target.hops, target.reached), confirm_runs, target.name
+        state,
+        Trace(path, target.hops, target.reached, target.hops_min),
+        confirm_runs,
+        target.name,
     )
     entry["detection"] = state.to_status()
     if change is not None:
@@ -576,6 +579,10 @@ def _path_stable(
 def _apply_target(entry: dict[str, Any], target: TargetReport, run_time: float) -> None:
     entry["reached"] = target.reached
     entry["hops"] = target.hops
+    if target.hops_min is None:
+        entry.pop("hopsMin", None)
+    else:
+        entry["hopsMin"] = target.hops_min
     entry["lastRunTime"] = iso(run_time)
     for key, value in (
         ("address", target.address),

@@ -96,7 +96,8 @@ class TargetKey:
     NAME: Final = "n"
     ADDRESS: Final = "a"  # null when it did not resolve
     REACHED: Final = "r"
-    HOPS: Final = "h"  # hop count
+    HOPS: Final = "h"  # hop count: the longest flow's (hops_max); p covers TTL 1..h
+    HOPS_MIN: Final = "hmin"  # the shortest flow's hop count; absent: equal to h
     PATH: Final = "p"  # per TTL 1..h the sorted responder set ([] silent); null if dropped
     LOSS: Final = "l"  # destination loss ratio
     RTT: Final = "rtt"  # mean destination RTT, ms; absent if dropped

@@ -41,12 +41,14 @@ _FAMILIES: dict[str, tuple[tuple[str, ...], str]] = {
     "traceroute_reached": (("target",), "1 if the destination answered, else 0."),
     "traceroute_hops": (
         ("target",),
-        "Hop count: TTL of the destination when reached, else highest TTL with a responder.",
+        "Hop count: the longest flow's destination TTL when reached, else highest TTL "
+        "with a responder.",
     ),
     "traceroute_expected_hops": (("target",), "Expected hop count configured for the target."),
     "traceroute_destination_loss_ratio": (
         ("target",),
-        "Share of probes at the destination TTL that got no answer (1 when not reached).",
+        "Share of the dedicated end-to-end probes the destination did not answer "
+        "(1 when not reached).",
     ),
     "traceroute_destination_rtt_seconds": (
         ("target",),
@@ -84,6 +86,12 @@ _FAMILIES: dict[str, tuple[tuple[str, ...], str]] = {
     "traceroute_target_error": (
         ("target", "kind"),
         "1 if the target could not be traced: resolve, permission, socket or internal.",
+    ),
+    # --- pacing and ECMP hop counts (kept apart: new families are appended) ---
+    "traceroute_hops_min": (("target",), "Shortest hop count among the flows (unequal ECMP)."),
+    "traceroute_flows_served": (
+        ("target",),
+        "Flows measured at every TTL within the deadline under the routers' ICMP rate limits.",
     ),
 }
 
@@ -162,7 +170,18 @@ def build_registry(run: RunResult, extra_labels: Mapping[str, str]) -> Collector
                 put("traceroute_hop_info", 1, name, ttl, ip, flows)
         for a, b in sorted(_edges(t)):
             put("traceroute_edge_info", 1, name, a, b)
+        _put_pacing(put, t)
     return registry
+
+
+def _put_pacing(put: Callable[..., None], t: TargetResult) -> None:
+    """The pacing and ECMP hop-count families of one target. The longest flow's hop count is
+    traceroute_hops, and the end-to-end probes sent follow from the settings: neither is a
+    series of its own (issue 13's budget of 100 series per probe)."""
+    name = t.target
+    put("traceroute_hops_min", t.hops_min, name)
+    if t.address is not None:
+        put("traceroute_flows_served", t.flows_served, name)
 
 
 class PushError(Exception):

@@ -28,7 +28,9 @@ class WaveOptions:
     no_later_floor: float = 0.3
     nothing_seen_wait: float = 1.0
     ratelimit_burst: int = 6
-    ratelimit_interval: float = 1.0
+    ratelimit_interval: float = 1.0  # net.ipv4.icmp_ratelimit (Linux default 1000 ms)
+    destination_probes: int = 10  # dedicated end-to-end probes per target (loss)
+    destination_interval: float = 0.002  # seconds between a target's end-to-end probes
 
     @property
     def dst_port(self) -> int:

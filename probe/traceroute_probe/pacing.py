@@ -1,6 +1,13 @@
 """Pacing: one token bucket for the whole run's packet rate, and a model of every
-responder's ICMP rate limit (Linux: a burst of 6 per source, then 1/s), so that the
-schedule, not the router, decides which probe goes when. Pure: times are passed in."""
+responder's ICMP rate limit (Linux: a burst of 6 per source, then one per
+``icmp_ratelimit`` ms), so that the schedule, not the router, decides which probe goes
+when. Pure: times are passed in.
+
+The model starts from full buckets, which is only true when no other run spent them: a
+run may start right after another one (same node, same source address, same routers).
+So silences are evidence too: :meth:`TokenModel.mark_empty` records that a router's
+bucket was empty when a probe went unanswered (or was only just refilled), and the model
+then waits for the refill before it lets more probes go to it."""
 
 from __future__ import annotations
 
@@ -14,6 +21,12 @@ class TokenModel:
         self.burst = float(burst)
         self.interval_ns = interval * NS
         self.sends: dict[str, list[int]] = {}
+        self.empty: dict[str, list[int]] = {}  # times the bucket was seen (nearly) empty
+
+    def mark_empty(self, key: str, at_ns: int) -> None:
+        """The router's bucket had less than one token at ``at_ns`` (a drop, or the
+        first answer after one): from then on it refills from zero."""
+        self.empty.setdefault(key, []).append(at_ns)
 
     def add(self, key: str, sent_ns: int) -> None:
         self.sends.setdefault(key, []).append(sent_ns)
@@ -31,10 +44,15 @@ class TokenModel:
         counting ``planned`` probes released but not sent yet as sent now."""
         tokens = self.burst
         last: int | None = None
-        for t in sorted([*self.sends.get(key, ()), *([now_ns] * planned)]):
+        # At one instant the sends go first: a drop seen at t left the bucket empty
+        # after what was sent with it.
+        events = [(t, True) for t in (*self.sends.get(key, ()), *([now_ns] * planned))]
+        events += [(t, False) for t in self.empty.get(key, ())]
+        for t, is_send in sorted(events, key=lambda e: (e[0], not e[1])):
             if last is not None:
                 tokens = min(self.burst, tokens + (t - last) / self.interval_ns)
-            tokens -= 1.0  # the router may have dropped it: tokens can go below zero
+            # As in Linux, a probe beyond the bucket is dropped and spends nothing.
+            tokens = max(0.0, tokens - 1.0) if is_send else min(tokens, 0.0)
             last = t
         if last is None:
             return now_ns

@@ -110,9 +110,12 @@ class TargetResult:
     family: int | None
     protocol: str
     reached: bool = False
-    hop_count: int = 0
+    hop_count: int = 0  # the longest flow's: hops_max
     hops: list[Hop] = field(default_factory=list)  # ttl 1..hop_count
-    destination_sent: int = 0
+    hops_min: int = 0  # the shortest flow's hop count (unequal ECMP branches)
+    flow_hop_counts: list[int | None] = field(default_factory=list)  # per flow
+    flows_served: int = 0  # flows measured at every TTL within the deadline
+    destination_sent: int = 0  # dedicated end-to-end probes settled
     destination_rtts_ms: list[float] = field(default_factory=list)
     duration_seconds: float = 0.0
     error: TargetError | None = None
@@ -120,6 +123,22 @@ class TargetResult:
     flow_ids: list[dict[str, int]] = field(default_factory=list)
     # Replies naming this target that failed a check, by reason (events.RejectReason).
     rejected_replies: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def hops_max(self) -> int:
+        return self.hop_count
+
+    @property
+    def warnings(self) -> list[str]:
+        """What the result could not cover (not an error: what it shows is measured)."""
+        flows = len(self.flow_ids)
+        if self.error is None and flows and self.flows_served < flows:
+            return [
+                f"{self.flows_served} of {flows} flows served within the deadline: the "
+                "routers' ICMP rate limits (burst 6, then 1/s per source) allow no more; "
+                "the other flows' unmeasured TTLs are neither reply nor loss"
+            ]
+        return []
 
     @property
     def destination_loss_ratio(self) -> float:
@@ -176,19 +195,30 @@ class TargetResult:
             "protocol": self.protocol,
             "reached": self.reached,
             "hop_count": self.hop_count,
+            "hops_min": self.hops_min,
+            "hops_max": self.hops_max,
+            "flows_served": self.flows_served,
+            "destination_probes": self.destination_sent,
             "duration_seconds": round(self.duration_seconds, 4),
             "destination_loss_ratio": round(self.destination_loss_ratio, 4),
             "destination_rtt_ms": _round(self.destination_rtt_ms),
             "path_fingerprint": self.path_fingerprint,
-            "flows": self.flow_ids,
+            "flows": self._flows_json(),
             "rejected_replies": dict(self.rejected_replies),
             "hops": hops,
         }
+        if self.warnings:
+            doc["warnings"] = self.warnings
         if self.expected_hops is not None:
             doc["expected_hops"] = self.expected_hops
         if self.error is not None:
             doc["error"] = {"kind": self.error.kind, "message": self.error.message}
         return doc
+
+    def _flows_json(self) -> list[dict[str, int | None]]:
+        """Each flow's identifiers and its own hop count (None: nothing answered)."""
+        counts = [*self.flow_hop_counts, *[None] * (len(self.flow_ids) - len(self.flow_hop_counts))]
+        return [{**ids, "hops": count} for ids, count in zip(self.flow_ids, counts, strict=False)]
 
 
 @dataclass
@@ -251,6 +281,8 @@ def termination_message(run: RunResult) -> str:
             TargetKey.LOSS: round(t.destination_loss_ratio, 4),
             TargetKey.RTT: _round(t.destination_rtt_ms),
         }
+        if t.hops_min and t.hops_min != t.hop_count:
+            entry[TargetKey.HOPS_MIN] = t.hops_min
         if t.error is not None:
             entry[TargetKey.ERROR] = _short(f"{t.error.kind}: {t.error.message}")
         rejected = sum(t.rejected_replies.values())

@@ -28,6 +28,9 @@ def render_target(t: TargetResult) -> str:
     lines = [title]
     if t.error is not None:
         lines.append(f"  error ({t.error.kind}): {t.error.message}")
+    lines.extend(f"  warning: {w}" for w in t.warnings)
+    if t.hops_min and t.hops_min != t.hop_count:
+        lines.append(f"  flows reach the destination in {t.hops_min} to {t.hop_count} hops (ECMP)")
     if t.hops:
         lines.append(_HEADER)
     for hop in t.hops:

@@ -105,19 +105,30 @@ def _result(
 ) -> TargetResult:
     state = schedule.targets[index]
     protocol = schedule.opts.protocol
-    reached, hop_count, hops = schedule.hops(index)
-    destination = hops[-1] if reached and hops else None
+    outcome = schedule.outcome(index)
+    hops = outcome.hops
+    if outcome.e2e_sent:
+        destination_sent, destination_rtts = outcome.e2e_sent, outcome.e2e_rtts_ms
+    else:
+        # No end-to-end probe settled (none asked for, or no token for UDP's): the
+        # trace's probes at the destination TTL stand in.
+        destination = hops[-1] if outcome.reached and hops else None
+        destination_sent = destination.sent if destination else 0
+        destination_rtts = destination.rtts_ms() if destination else []
     finished = state.finished_ns or end_ns
     return TargetResult(
         target=spec.name,
         address=spec.address,
         family=spec.family,
         protocol=protocol,
-        reached=reached,
-        hop_count=hop_count,
+        reached=outcome.reached,
+        hop_count=outcome.hop_count,
+        hops_min=outcome.hops_min,
+        flow_hop_counts=outcome.flow_hops if spec.address else [],
+        flows_served=outcome.flows_served if spec.address else 0,
         hops=hops,
-        destination_sent=destination.sent if destination else 0,
-        destination_rtts_ms=destination.rtts_ms() if destination else [],
+        destination_sent=destination_sent,
+        destination_rtts_ms=destination_rtts,
         duration_seconds=max(0.0, (finished - start_ns) / NS),
         error=state.error,
         expected_hops=spec.expected_hops,

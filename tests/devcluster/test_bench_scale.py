@@ -26,7 +26,7 @@ def test_old_exposition_is_the_per_flow_one_issue_13_measured() -> None:
 
 def test_new_exposition_is_the_probes_own() -> None:
     new = scale.SETUPS["new"].exposition()
-    assert scale.series_count(new) == len(_series(new)) == 98
+    assert scale.series_count(new) == len(_series(new)) == 100
     assert not scale.SETUPS["new"].consistency_check
 
 

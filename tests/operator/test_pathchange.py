@@ -222,3 +222,43 @@ def test_merge_is_never_a_change_from_either_side_when_same(a: Trace, b: Trace) 
         merged = merge(a, b)
         assert not differences(merged, b)
         assert all(len(h) <= MAX_ADDRESSES_PER_TTL for h in merged.path)
+
+
+# --- unequal ECMP: hop ranges ----------------------------------------------------------------
+
+SHORT = t("10.0.1.1", "10.1.2.1", "10.0.9.9")  # the 3-hop branch
+LONG = t("10.0.1.1", "10.2.2.1", "10.2.3.1", "10.2.4.1", "10.0.9.9")  # the 5-hop branch
+# Both branches in one run: TTL 2 sees both routers, TTL 3 the long branch's router and
+# the destination (the short branch's flows end there), TTL 4-5 the long branch only.
+BOTH = trace_from_path(
+    [["10.0.1.1"], ["10.1.2.1", "10.2.2.1"], ["10.0.9.9", "10.2.3.1"], ["10.2.4.1"], ["10.0.9.9"]],
+    5,
+    True,
+    hops_min=3,
+)
+
+
+def test_a_flow_set_that_sees_both_branches_is_no_change() -> None:
+    """Flows on both branches (hops 3-5) against one branch (3 or 5): the ranges overlap,
+    the path sets overlap: alternatives, not a change, in either order."""
+    for before, after in [(BOTH, SHORT), (BOTH, LONG), (SHORT, BOTH), (LONG, BOTH)]:
+        assert differences(before, after) == [], (before, after)
+    assert feed([BOTH, SHORT, LONG, BOTH, SHORT], 1) == []
+
+
+def test_the_baseline_learns_the_hop_range() -> None:
+    merged = merge(SHORT, BOTH)
+    assert (merged.low, merged.hops) == (3, 5) and len(merged.path) == 5
+    merged = merge(BOTH, SHORT)
+    assert (merged.low, merged.hops) == (3, 5)  # a short-only run forgets nothing
+
+
+def test_a_disjoint_hop_range_is_a_change() -> None:
+    longer = trace_from_path([sorted(h) for h in BOTH.path] + [["10.0.9.9"]], 6, True, hops_min=6)
+    assert differences(BOTH, longer)[0] == "hops: 3-5 -> 6"
+
+
+def test_the_hop_range_survives_a_status_round_trip() -> None:
+    state, _ = observe(DetectionState(), BOTH, 2)
+    assert state.to_status()["baseline"]["hopsMin"] == 3
+    assert DetectionState.from_status(state.to_status()) == state

@@ -66,7 +66,7 @@ def test_the_termination_message_uses_the_contract_keys() -> None:
         started=1_700_000_000.0,
         duration_seconds=1.5,
         targets=[
-            TargetResult("a", "10.0.0.1", 4, "icmp", reached=True, hop_count=0),
+            TargetResult("a", "10.0.0.1", 4, "icmp", reached=True, hop_count=6, hops_min=4),
             TargetResult(
                 "b",
                 None,
@@ -85,7 +85,8 @@ def test_the_termination_message_uses_the_contract_keys() -> None:
     assert doc[MessageKey.EXIT_CODE] == ExitCode.RESOLVE
     first, second = doc[MessageKey.TARGETS]
     assert set(first) == _keys(TargetKey) - {TargetKey.ERROR, TargetKey.REJECTED}
-    assert set(second) == _keys(TargetKey)
+    # hmin only when the flows' hop counts differ (unequal ECMP branches)
+    assert set(second) == _keys(TargetKey) - {TargetKey.HOPS_MIN}
     assert second[TargetKey.REJECTED] == 3
 
 

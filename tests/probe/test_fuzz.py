@@ -60,7 +60,7 @@ class _SentWave:
     1 ns) and the matchers of every transport for its target (no sockets: matching only)."""
 
     def __init__(self) -> None:
-        opts = WaveOptions(protocol="icmp", max_hops=5, probes_per_hop=1)
+        opts = WaveOptions(protocol="icmp", max_hops=5, probes_per_hop=1, destination_probes=0)
         self.ids = RunIdentity.new()
         self.flows = derive_flows("fuzz", opts.flows, opts.dst_port)
         self.schedule = Schedule([TargetPlan(TARGET, 4, len(self.flows))], opts, start_ns=0)

@@ -190,7 +190,7 @@ def test_series_per_probe_stay_within_100_for_15_hops_and_3_flows() -> None:
     assert (len(target.hops), len(target.hops[0].flows), target.hops[0].flows[0].sent) == (15, 3, 3)
     series = sum(len(samples) for samples in _samples(run).values())
     assert series <= 100
-    assert series == 98  # the count README and docs state
+    assert series == 100  # the count README and docs state
 
 
 def _run_cli(*args: str) -> subprocess.CompletedProcess[str]:

@@ -55,3 +55,15 @@ def test_packet_bucket_bursts_a_quarter_second_then_paces() -> None:
 def test_slow_packet_rate_still_has_one_token() -> None:
     bucket = PacketBucket(rate=2.0)
     assert bucket.burst == 1.0 and bucket.has_token
+
+
+def test_an_empty_bucket_refills_from_zero_and_drops_spend_nothing() -> None:
+    model = TokenModel(burst=6, interval=1.0)
+    t0 = 100 * S
+    model.add("r1", t0)
+    model.mark_empty("r1", t0)  # the probe was dropped: another run spent the bucket
+    assert model.available_at("r1", t0 + 1) > t0 + S - 10
+    assert model.available_at("r1", t0 + S) == t0 + S
+    for i in range(10):  # sends beyond the bucket do not push the next token later
+        model.add("r1", t0 + S + i)
+    assert model.available_at("r1", t0 + S + 20) <= t0 + 2 * S + 20

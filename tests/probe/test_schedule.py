@@ -142,6 +142,8 @@ def make(
     **options: float,
 ) -> tuple[Schedule, FakeNetwork]:
     clock = FakeClock()
+    # The trace's rules alone unless a test asks for end-to-end probes.
+    options.setdefault("destination_probes", 0)
     opts = WaveOptions(**options)  # type: ignore[arg-type]
     plans = [TargetPlan(TARGET, 4, opts.flows, one_in_flight=one_in_flight) for _ in range(targets)]
     net = FakeNetwork(clock, routers, destination_rtt_ms, one_in_flight)
@@ -170,9 +172,11 @@ def test_first_attempts_of_every_ttl_go_before_second_ones_flow_major_per_ttl() 
     assert all(s.at == START for s in net.sent)
     run(schedule, net)
     attempts = [s.probe.attempt for s in net.sent]
-    first_seconds = [i for i, s in enumerate(net.sent) if s.probe.attempt == 1]
-    assert first_seconds and min(first_seconds) >= 60  # every first attempt went before
-    assert attempts.count(0) >= 60
+    assert attempts[:60] == [0] * 60  # every first attempt went before any other
+    # 3 flows x 2 targets fill one (unknown) router's burst of 6 per TTL: no second
+    # attempt joins them at once.
+    for ttl in range(1, 11):
+        assert len([s for s in net.of(ttl) + net.of(ttl, target=1) if s.at == START]) <= 6
 
 
 def test_second_attempts_of_the_first_wave_follow_in_ttl_order() -> None:
@@ -201,26 +205,30 @@ def test_packet_rate_paces_after_the_burst() -> None:
         assert times[i] - START >= (i - 25 + 1) * (NS // 100) - 1
 
 
-def test_retries_behind_a_rate_limited_router_wait_for_its_tokens() -> None:
-    """Ten targets behind the same rate-limited routers: their 30 first attempts per TTL
-    exhaust each router's burst of 6; no second attempt follows, and the retries of the
-    targets that got nothing go one per modelled token (1/s): each of them is answered,
-    and every hop of every target shows its router (no false silence)."""
+def test_targets_behind_a_rate_limited_router_share_its_tokens() -> None:
+    """Ten targets behind the same rate-limited routers want 30 answers per TTL: only a
+    burst of 6 goes at once, then one per modelled token (1/s), flow 0 of every target
+    before flow 1 of any. Nothing is lost, every hop of every target shows its router,
+    and the flows the deadline leaves no token for are reported as not served."""
     schedule, net = make(chain(1, 2, 3, limited=True), targets=10, pps=1000.0)
     end = run(schedule, net)
     assert schedule.done and end - START < 10 * NS
     for ttl in (1, 2, 3):
-        later = [s for s in net.sent if s.probe.ttl == ttl and s.probe.attempt > 0]
-        times = [s.at for s in later]
-        assert times and all(b - a >= NS - MS for a, b in itertools.pairwise(times))
-        assert min(times) >= START + NS - MS  # the burst was spent by the first attempts
+        sent = [s for t in range(10) for s in net.of(ttl, target=t)]
+        assert len([s for s in sent if s.at == START]) == 6
+        later = sorted(s.at for s in sent if s.at > START)
+        assert later and all(b - a >= NS - MS for a, b in itertools.pairwise(later))
+        assert min(later) >= START + NS - MS  # the burst was spent by the first attempts
+    served = []
     for target in range(10):
-        reached, hop_count, hops = schedule.hops(target)
-        assert reached and hop_count == 4
-        for hop in hops[:3]:
+        outcome = schedule.outcome(target)
+        assert outcome.reached and outcome.hop_count == 4
+        for hop in outcome.hops[:3]:
             assert hop.addresses == [f"10.0.{hop.ttl}.1"], (target, hop)
-            assert hop.replies == 1 and hop.rate_limited
-        assert hops[3].replies == hops[3].sent
+            assert hop.replies == hop.sent > 0 and not hop.rate_limited  # no false loss
+        assert outcome.hops[3].replies == outcome.hops[3].sent
+        served.append(outcome.flows_served)
+    assert all(1 <= n < 3 for n in served) and sum(served) == 15  # 6 + 9 tokens
 
 
 def test_extra_samples_go_only_when_the_router_model_has_a_token() -> None:
@@ -253,8 +261,14 @@ def test_a_silent_hop_settles_after_one_and_a_half_rtt_of_the_next_hop() -> None
     later = 40 * MS / NS  # TTL 3 answered with 40 ms
     due = first.at + int((1.5 * later + 0.010) * NS)
     assert retry[0].at == due
+    # An unknown silent router may be silent or spent by another run: flow 0 tries once
+    # more after one refill interval; it stays silent, so the others do not.
+    refill = [s for s in net.of(2) if s.probe.attempt == 3]
+    assert [s.probe.flow for s in refill] == [0] and refill[0].at >= retry[0].at + NS
     _reached, _count, hops = schedule.hops(0)
-    assert hops[1].addresses == [] and hops[1].sent == 9  # 2 first wave + 1 retry per flow
+    # 2 first wave + 1 retry per flow, + the refill retry: a real silence, measured.
+    assert hops[1].addresses == [] and hops[1].sent == 10
+    assert schedule.outcome(0).flows_served == 3
 
 
 def test_without_a_later_answer_the_wait_is_a_multiple_of_the_largest_rtt() -> None:
@@ -271,7 +285,9 @@ def test_with_nothing_seen_a_probe_waits_one_second() -> None:
     end = run(schedule, net)
     retry = next(s for s in net.of(1) if s.probe.attempt == 2)
     assert retry.at - START == NS
-    assert end == START + 2 * NS  # the retry settled one second later: the run is over
+    refill = next(s for s in net.of(1) if s.probe.attempt == 3)
+    assert refill.at == retry.at + NS  # one refill interval after the last silence
+    assert end == START + 3 * NS  # the refill retry settled one second later: over
     assert schedule.done
 
 
@@ -282,7 +298,8 @@ def test_the_gap_limit_ends_a_run_without_the_destination() -> None:
     assert schedule.done and end - START < 10 * NS
     reached, hop_count, _hops = schedule.hops(0)
     assert not reached and hop_count == 3
-    retried = {s.probe.ttl for s in net.sent if s.probe.attempt == 2}
+    silent = {ttl for ttl, router in enumerate(routers, start=1) if router.address is None}
+    retried = {s.probe.ttl for s in net.sent if s.probe.attempt >= 2 and s.probe.ttl in silent}
     assert retried == set(range(4, 9))  # 5 silent TTLs after the last responder, no more
 
 
@@ -306,21 +323,26 @@ def test_a_silent_ttl_is_retried_once_per_flow() -> None:
     run(schedule, net)
     for flow in range(3):
         attempts = sorted(s.probe.attempt for s in net.of(2) if s.probe.flow == flow)
-        assert attempts == [0, 1, 2]  # two first-wave attempts, one retry
+        # two first-wave attempts, one retry; flow 0 also the refill retry
+        assert attempts == ([0, 1, 2, 3] if flow == 0 else [0, 1, 2])
     assert schedule.done
 
 
-def test_a_known_router_that_drops_is_not_retried_when_another_flow_got_through() -> None:
-    """A router that answered some flows and not others is rate limited: the silence is
-    a sample lost to its limit, not a silent hop; no retry is spent on it."""
+def test_a_known_router_that_drops_is_retried_once_its_bucket_refilled() -> None:
+    """A router that answered some flows and not others has an empty bucket (another run
+    spent it): the silent flow is retried once the modelled bucket refilled (1 s), before
+    any extra sample, and answers; no flow shows a false silence."""
     routers = chain(1, 2)
     routers[0].rate_limited = True
     routers[0].tokens = 2.0  # two answers left: only 2 of the 6 first-wave probes answer
     schedule, net = make(routers)
     run(schedule, net)
-    assert not [s for s in net.of(1) if s.probe.attempt >= 2]
+    later = [s for s in net.of(1) if s.probe.attempt >= 2]
+    assert [(s.probe.flow, s.probe.attempt) for s in later] == [(2, 2)]
+    assert later[0].at >= START + NS
     _reached, _count, hops = schedule.hops(0)
-    assert hops[0].replies == 2 and hops[0].sent == 6
+    assert all(f.replies >= 1 for f in hops[0].flows)
+    assert hops[0].replies == 3 and hops[0].sent == 7
     assert hops[0].rate_limited  # lost probes while a later hop answered
 
 
@@ -341,7 +363,10 @@ def test_the_deadline_ends_everything_and_probes_in_flight_count_for_nothing() -
     assert [s.at - START for s in retries] == [610 * MS] * 3
     _reached, hop_count, hops = schedule.hops(0)
     assert hop_count == 3
-    assert [(hop.sent, hop.replies) for hop in hops] == [(6, 6), (6, 0), (6, 6)]
+    # Whether TTL 2 is silent or a spent bucket needed a refill retry the deadline left
+    # no time for: not measured (no loss), and the flows are not served.
+    assert [(hop.sent, hop.replies) for hop in hops] == [(6, 6), (0, 0), (6, 6)]
+    assert schedule.outcome(0).flows_served == 0
 
 
 def test_the_run_ends_when_the_destination_answered_every_flow() -> None:
@@ -407,3 +432,54 @@ def test_a_send_error_of_the_only_target_ends_the_run_at_once() -> None:
         "send",
         "EACCES: Permission denied",
     )
+
+
+# --- end-to-end probes and per-flow hop counts ---------------------------------------------
+
+
+def test_end_to_end_probes_measure_the_destination_apart_from_the_trace() -> None:
+    """Ten probes at TTL 255, spaced 2 ms, go with the first wave; the run waits for
+    them; a destination that answers loses none of them."""
+    schedule, net = make(chain(1, 2, 3), destination_probes=10)
+    run(schedule, net)
+    e2e = [s for s in net.sent if s.probe.ttl == 255]
+    assert len(e2e) == 10
+    assert all(b.at - a.at >= 2 * MS for a, b in itertools.pairwise(e2e))
+    outcome = schedule.outcome(0)
+    assert outcome.e2e_sent == 10 and len(outcome.e2e_rtts_ms) == 10
+    assert all(abs(rtt - 20.0) < 1e-6 for rtt in outcome.e2e_rtts_ms)
+    assert all(hop.ttl <= 4 for hop in outcome.hops)  # TTL 255 is no hop of the trace
+
+
+def test_a_destination_that_drops_end_to_end_probes_shows_their_loss() -> None:
+    class Lossy(FakeNetwork):
+        def _answer(self, probe: ProbeId, now: int) -> Answer | None:
+            if probe.ttl == 255 and probe.flow == 0:
+                return None  # every third end-to-end probe is lost
+            return super()._answer(probe, now)
+
+    clock = FakeClock()
+    opts = WaveOptions(destination_probes=9)
+    schedule = Schedule([TargetPlan(TARGET, 4, 3)], opts, START)
+    run(schedule, Lossy(clock, chain(1, 2)))
+    outcome = schedule.outcome(0)
+    assert outcome.e2e_sent == 9 and len(outcome.e2e_rtts_ms) == 6
+    assert outcome.reached and all(hop.replies == hop.sent for hop in outcome.hops)
+
+
+def test_sixteen_flows_on_depleted_routers_show_no_false_silence() -> None:
+    """A run right after another one: every router's bucket is empty at the start. The
+    refill retries find every hop; flows the deadline leaves no token for are counted
+    as not served and show no loss."""
+    routers = chain(1, 2, 3, limited=True)
+    for router in routers:
+        router.tokens = 0.0
+    schedule, net = make(routers, flows=16)
+    end = run(schedule, net)
+    assert end - START <= 10 * NS
+    outcome = schedule.outcome(0)
+    assert outcome.reached and outcome.flow_hops == [4] * 16
+    for hop in outcome.hops[:3]:
+        assert hop.addresses == [f"10.0.{hop.ttl}.1"]
+        assert all(f.replies > 0 for f in hop.flows if f.sent), hop
+    assert 1 <= outcome.flows_served < 16
