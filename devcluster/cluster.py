@@ -38,7 +38,8 @@ def node_topology(
 
     `branches=(a, b)`: two routes from rcore to the target instead of one link, `a` and `b`
     routers long (`rcore -- a1..aA -- rjoin -- target`, `rcore -- b1..bB -- rjoin`); path
-    "a" is active, `Lab.use_path("b")` flips every node's route (the demo's story)."""
+    "a" is active, `Lab.use_path("b")` flips every node's route (the demo's story).
+    `link_delay_ms`: on every link between routers and to the target."""
     if not 1 <= count <= 8:
         raise ValueError("1 to 8 nodes")
     topo = Topology(paths=("a", "b"), default_path="a") if branches else Topology()
@@ -46,7 +47,8 @@ def node_topology(
         topo.add_host(f"node{n}").add_router(f"r{n}")
     topo.add_router(CORE_ROUTER).add_host(TARGET)
     for n in range(1, count + 1):
-        topo.add_link(f"node{n}", f"r{n}", delay_ms=link_delay_ms)
+        # never delayed: a delay link is a TUN pair, and the node bridges this link to its pods
+        topo.add_link(f"node{n}", f"r{n}")
         topo.add_link(f"r{n}", CORE_ROUTER, delay_ms=link_delay_ms)
     if branches is None:
         topo.add_link(CORE_ROUTER, TARGET, delay_ms=link_delay_ms)
