@@ -11,10 +11,13 @@ entry, no lab namespace (with the nodes' bridges), no runtime directory of the d
 from __future__ import annotations
 
 import ipaddress
+import os
 import re
+import selectors
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -105,7 +108,7 @@ def test_demo_runs_end_to_end_and_leaves_nothing_behind() -> None:
             demo.wait()
     try:
         assert demo.returncode == 0, output[-4000:]
-        for step in range(1, 7):
+        for step in range(1, 6):
             assert f"==> {step}/6 " in output
         assert "torn down" in output
         assert leftovers(output, demo.pid, shared_before) == []
@@ -144,3 +147,49 @@ def test_demo_runs_end_to_end_and_leaves_nothing_behind() -> None:
     assert "hops: 6 -> 7" in event.group(1)
     assert f"ttl 3: {hops_a[2]} -> {hops_b[2]}" in event.group(1), event.group(1)
     assert re.search(r"ALERT TraceroutePathChanged \[firing\] target=10\.", output), output
+
+
+def _read_until(demo: subprocess.Popen[str], marker: str, timeout: float) -> str:
+    """The demo's output up to `marker` (or its end, or the timeout). Raw reads of the pipe:
+    nothing stays in a buffer `communicate()` would not see."""
+    assert demo.stdout is not None
+    fd = demo.stdout.fileno()
+    data = b""
+    deadline = time.monotonic() + timeout
+    with selectors.DefaultSelector() as selector:
+        selector.register(fd, selectors.EVENT_READ)
+        while (left := deadline - time.monotonic()) > 0 and selector.select(left):
+            chunk = os.read(fd, 65536)
+            data += chunk
+            if not chunk or marker.encode() in data:
+                break
+    return data.decode(errors="replace")
+
+
+def test_sigterm_while_a_probe_runs_on_a_node_leaves_nothing_behind() -> None:
+    """`make demo` stopped in the middle (SIGTERM, what Ctrl-C does too): the operator pod
+    runs on a node and the probe's first run is under way when the signal comes."""
+    require_root()
+    shared_before = shared_entries()
+    demo = subprocess.Popen(
+        [sys.executable, "-m", "devcluster", "demo"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        output = _read_until(demo, "create job lab-target-demo-1", TIMEOUT_S)
+        assert "create job lab-target-demo-1" in output, output[-4000:]
+        demo.send_signal(signal.SIGTERM)
+        rest, _ = demo.communicate(timeout=120)
+        output += rest
+    finally:
+        if demo.poll() is None:
+            demo.kill()
+            demo.wait()
+    try:
+        assert demo.returncode == 0, output[-4000:]
+        assert "\ninterrupted\n" in output and "torn down" in output, output[-4000:]
+        assert leftovers(output, demo.pid, shared_before) == []
+    finally:
+        cleanup_all()
