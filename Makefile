@@ -9,7 +9,7 @@ VENV := $(TROP_VENV)
 PY := $(VENV)/bin/python
 export PATH := $(VENV)/bin:$(PATH)
 
-.PHONY: env lint test test-fast demo bench bench-probe bench-operator bench-scale env-up env-down clean-lab chart
+.PHONY: env lint test test-fast demo demo-once bench bench-probe bench-operator bench-scale env-up env-down clean-lab chart
 
 env:
 	bash devcluster/env/bootstrap.sh
@@ -28,8 +28,13 @@ test: env lint
 test-fast:
 	$(PY) -m pytest -m "not slow" tests
 
+# The demo on a cluster with two real nodes; Ctrl-C tears it down.
 demo: env
 	$(PY) -m devcluster demo
+
+# The same demo to its last step (the alert fired), then teardown and exit 0 (tests, CI).
+demo-once: env
+	$(PY) -m devcluster demo --once
 
 bench: bench-probe bench-operator
 

@@ -5,7 +5,7 @@
     python -m devcluster pods      # run pending pods (pod runner) until Ctrl-C
     python -m devcluster down      # stop what `up` started
     python -m devcluster cleanup   # also remove leftovers of crashed test runs and labs
-    python -m devcluster demo      # the README's demo (make demo); --no-wait for tests
+    python -m devcluster demo      # the README's demo (make demo); --once: make demo-once
 
 State lives in $TROP_RUNTIME (default /run/traceroute-operator): env.json plus one directory
 per component with its logs, certificates and pidfiles.
@@ -215,9 +215,12 @@ def cmd_cleanup(args: argparse.Namespace) -> int:
 
 def _demo_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
+        "--once",
         "--no-wait",
+        dest="once",
         action="store_true",
-        help="tear down right after the alert fired instead of waiting for Ctrl-C",
+        help="run to the last step (the alert fired), then tear down and exit 0 "
+        "(make demo-once); without it the demo waits for Ctrl-C",
     )
 
 
@@ -226,7 +229,7 @@ def _demo_arguments(parser: argparse.ArgumentParser) -> None:
 )
 def cmd_demo(args: argparse.Namespace) -> int:
     demo = importlib.import_module("devcluster.demo")  # heavier imports: only when asked
-    code: int = demo.run(wait=not args.no_wait)
+    code: int = demo.run(wait=not args.once)
     return code
 
 

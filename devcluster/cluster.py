@@ -12,6 +12,7 @@ network that pods may reach. Stopped in reverse order; every part cleans up afte
 from __future__ import annotations
 
 import contextlib
+import itertools
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -26,27 +27,58 @@ from devcluster.scheduler import Scheduler
 
 TARGET = "target"
 CORE_ROUTER = "rcore"
+JOIN_ROUTER = "rjoin"
 
 
-def node_topology(count: int = 2) -> Topology:
+def node_topology(
+    count: int = 2, *, branches: tuple[int, int] | None = None, link_delay_ms: float = 0.0
+) -> Topology:
     """`nodeN -- rN -- rcore -- target` for N in 1..count: each node's pods have their own
-    first hop (rN), and every trace meets at rcore."""
+    first hop (rN), and every trace meets at rcore.
+
+    `branches=(a, b)`: two routes from rcore to the target instead of one link, `a` and `b`
+    routers long (`rcore -- a1..aA -- rjoin -- target`, `rcore -- b1..bB -- rjoin`); path
+    "a" is active, `Lab.use_path("b")` flips every node's route (the demo's story).
+    `link_delay_ms`: on every link between routers and to the target."""
     if not 1 <= count <= 8:
         raise ValueError("1 to 8 nodes")
-    topo = Topology()
+    topo = Topology(paths=("a", "b"), default_path="a") if branches else Topology()
     for n in range(1, count + 1):
         topo.add_host(f"node{n}").add_router(f"r{n}")
     topo.add_router(CORE_ROUTER).add_host(TARGET)
     for n in range(1, count + 1):
-        topo.add_link(f"node{n}", f"r{n}").add_link(f"r{n}", CORE_ROUTER)
-    topo.add_link(CORE_ROUTER, TARGET)
+        # never delayed: a delay link is a TUN pair, and the node bridges this link to its pods
+        topo.add_link(f"node{n}", f"r{n}")
+        topo.add_link(f"r{n}", CORE_ROUTER, delay_ms=link_delay_ms)
+    if branches is None:
+        topo.add_link(CORE_ROUTER, TARGET, delay_ms=link_delay_ms)
+    else:
+        _add_branches(topo, branches, link_delay_ms)
     topo.validate()
     return topo
 
 
+def _add_branches(topo: Topology, lengths: tuple[int, int], link_delay_ms: float) -> None:
+    if min(lengths) < 1:
+        raise ValueError("each branch needs at least one router")
+    topo.add_router(JOIN_ROUTER)
+    for group, length in zip(("a", "b"), lengths, strict=True):
+        members = [f"{group}{i}" for i in range(1, length + 1)]
+        for name in members:
+            topo.add_router(name)
+        hops = [CORE_ROUTER, *members, JOIN_ROUTER]
+        for a, b in itertools.pairwise(hops):
+            topo.add_link(a, b, delay_ms=link_delay_ms, path=group)
+    topo.add_link(JOIN_ROUTER, TARGET, delay_ms=link_delay_ms)
+
+
 class DevCluster:
-    def __init__(self, *, node_count: int = 2, images: Sequence[str] = ()) -> None:
+    def __init__(
+        self, *, node_count: int = 2, images: Sequence[str] = (), topology: Topology | None = None
+    ) -> None:
+        """`topology`: a `node_topology(node_count, ...)` (default: the plain one)."""
         self.node_count = node_count
+        self.topology = topology or node_topology(node_count)
         self.image_names = tuple(images)
         self.control_plane: ControlPlane | None = None
         self.scheduler: Scheduler | None = None
@@ -84,7 +116,7 @@ class DevCluster:
         for name in self.image_names:
             assert self.built is not None
             self.pushed[name] = push(self.built, name, self.registry)
-        self.lab = stack.enter_context(Lab(node_topology(self.node_count)))
+        self.lab = stack.enter_context(Lab(self.topology))
         services = [(self.pushgateway.host, self.pushgateway.port)]
         for n in range(1, self.node_count + 1):
             node = Node(

@@ -1,9 +1,12 @@
 """`make demo`: the whole product on one machine, from `helm install` to a firing alert.
 
-Real control plane, Pushgateway, Prometheus and a network lab (two routes to one target);
-the chart installed with `helm install`, its operator pod run by the pod runner with the
-chart's ServiceAccount and RBAC; a TracerouteProbe; a route flip in the lab; the
-PathChanged Event and the TraceroutePathChanged alert. Ctrl-C tears everything down.
+A cluster with real nodes (control plane, kube-scheduler, two kubelets on containerd, each
+node in its own place of a network lab with two routes to one target), the images built from
+the Dockerfiles and pulled from a private TLS registry with a pull Secret; the chart installed
+with `helm install`, its operator running as the Deployment's pod; a TracerouteProbe whose
+runs are pods on a node; a route flip in the lab; the PathChanged Event and the
+TraceroutePathChanged alert in Prometheus. Ctrl-C (or SIGTERM, or an error) tears everything
+down; `--once` (make demo-once) tears down after the last step.
 """
 
 from __future__ import annotations
@@ -22,33 +25,26 @@ from typing import Any
 
 import yaml
 
-from devcluster.controlplane import ControlPlane
-from devcluster.kubetools import (
-    RESTRICTED_LABELS,
-    KubeRest,
-    ensure_namespace,
-    kubectl,
-    wait_default_service_account,
-)
-from devcluster.lab import Lab, Topology
+from devcluster.cluster import DevCluster, node_topology
+from devcluster.kubetools import KubeRest, kubectl
+from devcluster.lab import Lab
+from devcluster.node_release import chart_values, prepare_namespace, ready_operator_pod
 from devcluster.operator_process import create_job_from_cronjob, events_for, wait_ready
 from devcluster.paths import CHART, ROOT
-from devcluster.podrunner import HOST_NETNS, PodRunner
-from devcluster.promstack import Prometheus, Pushgateway
-from devcluster.runtime import VENV_BIN, cleanup_stale, wait_until
-from devcluster.stack import (
-    OperatorPorts,
-    Release,
-    install_crds,
-    is_operator_pod,
-    serve_operator,
-)
+from devcluster.promstack import Prometheus
+from devcluster.runtime import cleanup_stale, wait_until
+from devcluster.stack import OPERATOR_SELECTOR, Release, install_crds
 
 RELEASE = "traceroute"
 RELEASE_NAMESPACE = "traceroute-system"
 PROBE_NAMESPACE = "demo"
 PROBE = "lab-target"
 PROBE_PATH = f"/apis/traceroute.dev/v1alpha1/namespaces/{PROBE_NAMESPACE}/tracerouteprobes/{PROBE}"
+PULL_SECRET = "regcred"
+IMAGES = ("traceroute-operator", "traceroute-probe")
+NODE_COUNT = 2
+VANTAGE_NODE = "node1"  # the probe's nodeSelector: its trace starts at this node's router
+BRANCHES = (2, 3)  # routers on path a and on path b: the flip adds a hop
 EXAMPLE = ROOT / "examples" / "single-target.yaml"
 LINK_DELAY_MS = 3.0
 ALERT = "TraceroutePathChanged"
@@ -56,6 +52,10 @@ ALERT_TIMEOUT_S = 90.0
 SHOWN_METRICS = re.compile(
     r"^traceroute_(reached|hops|expected_hops|destination_rtt_seconds|destination_loss_ratio"
     r"|path_fingerprint|path_changes_total|run_duration_seconds)\{"
+)
+POD_IMAGES = (
+    "custom-columns=NAME:.metadata.name,NODE:.spec.nodeName,"
+    "IMAGE:.status.containerStatuses[0].image,IMAGE-ID:.status.containerStatuses[0].imageID"
 )
 
 
@@ -79,85 +79,123 @@ class Demo:
     # --- 1 -------------------------------------------------------------------------------
 
     def start_environment(self) -> None:
-        step(1, "Control plane, Pushgateway, Prometheus, network lab, pod runner")
-        self.cluster = self.stack.enter_context(ControlPlane())
-        self.kube = self.stack.enter_context(KubeRest(self.cluster.kubeconfig))
+        step(1, "Cluster: control plane, kube-scheduler, two nodes, TLS registry, network lab")
         print(
-            f"kube-apiserver {self.cluster.url} (Kubernetes {self.cluster.version()['gitVersion']})"
+            "building the images from the Dockerfiles (cached when unchanged), starting the "
+            "cluster ...",
+            flush=True,
         )
-        # the lab first: it creates the bridge the Pushgateway listens on
-        self.lab = self.stack.enter_context(
-            Lab(Topology.diamond(a_routers=2, b_routers=3, link_delay_ms=LINK_DELAY_MS))
+        topology = node_topology(NODE_COUNT, branches=BRANCHES, link_delay_ms=LINK_DELAY_MS)
+        self.dev = self.stack.enter_context(
+            DevCluster(node_count=NODE_COUNT, images=IMAGES, topology=topology)
         )
-        self.lab.attach_cluster_network("probe")
+        assert self.dev.control_plane is not None and self.dev.registry is not None
+        assert self.dev.pushgateway is not None
+        self.kube = self.stack.enter_context(KubeRest(self.dev.kubeconfig))
+        self.pushgateway = self.dev.pushgateway
+        self.prometheus = self.stack.enter_context(Prometheus(pushgateway=self.pushgateway))
         # runs here come seconds apart, not minutes: routers' ICMP buckets would be empty
         self.lab.lift_icmp_ratelimits(routers_only=True, burst=10_000, per_sec=100_000)
-        self.pushgateway = self.stack.enter_context(Pushgateway())
-        self.prometheus = self.stack.enter_context(Prometheus(pushgateway=self.pushgateway))
-        self.target = self.lab.addr("target")
-        print(f"Pushgateway    {self.pushgateway.url}  (the cluster network's gateway)")
+        self.target = self.dev.target_address()
+        control_plane = self.dev.control_plane
+        print(
+            f"kube-apiserver {control_plane.url} "
+            f"(Kubernetes {control_plane.version()['gitVersion']})"
+        )
+        print(f"registry       {self.dev.registry.host}  (TLS, own CA, htpasswd)")
+        for name in IMAGES:
+            print(f"  pushed       {self.dev.image(name)}")
+        print(f"Pushgateway    {self.pushgateway.url}  (on the cluster network)")
         print(f"Prometheus     {self.prometheus.url}")
         print(
-            f"lab            probe -> r1 -> {{a1 a2 | b1 b2 b3}} -> r2 -> target {self.target}, "
-            f"{LINK_DELAY_MS:g} ms per link, path a active"
+            f"lab            nodeN -> rN -> rcore -> {{a1 a2 | b1 b2 b3}} -> rjoin -> "
+            f"target {self.target}, {LINK_DELAY_MS:g} ms per link, path a active"
         )
-        probe_netns = self.lab.netns("probe")
-        runner = PodRunner(
-            self.cluster.kubeconfig,
-            netns_for_pod=lambda pod: HOST_NETNS if is_operator_pod(pod) else probe_netns,
-            max_runtime_seconds=None,  # the operator pod runs until the demo ends
-        )
-        self.runner = runner.start()
-        self.stack.callback(runner.stop)
-        print(
-            f"pod runner     node {runner.node_name}: probe pods in {probe_netns}, operator on host"
-        )
-        print(f"\n  export KUBECONFIG={self.cluster.kubeconfig}")
+        for node in self.dev.nodes:
+            print(
+                f"node {node.name}     first hop {node.router}, InternalIP {node.node_ip}, "
+                f"root {node.paths.root}"
+            )
+        show("kubectl get nodes -o wide", self.kubectl("get", "nodes", "-o", "wide"))
+        print(f"\n  export KUBECONFIG={self.dev.kubeconfig}")
+
+    @property
+    def lab(self) -> Lab:
+        assert self.dev.lab is not None
+        return self.dev.lab
 
     # --- 2 -------------------------------------------------------------------------------
 
     def install_chart(self) -> None:
-        step(2, "helm install the chart; the operator runs as its Deployment's pod")
-        install_crds(self.cluster)
-        ensure_namespace(self.kube, RELEASE_NAMESPACE, RESTRICTED_LABELS)
-        release = Release(self.cluster, RELEASE, RELEASE_NAMESPACE, self.workdir / "helm")
-        ports = OperatorPorts.free()
-        args = ["install", RELEASE, str(CHART), *ports.helm_args(self.pushgateway.url)]
+        step(2, "helm install the chart from the private registry; the operator's pod starts")
+        assert self.dev.control_plane is not None
+        install_crds(self.dev.control_plane)
+        for namespace in (RELEASE_NAMESPACE, PROBE_NAMESPACE):
+            prepare_namespace(self.kube, self.dev, namespace, PULL_SECRET)
+        print(
+            f"namespaces {RELEASE_NAMESPACE}, {PROBE_NAMESPACE}: PodSecurity restricted, "
+            f"pull Secret {PULL_SECRET} (kubernetes.io/dockerconfigjson)"
+        )
+        release = Release(self.dev.control_plane, RELEASE, RELEASE_NAMESPACE, self.workdir / "helm")
+        args = ["install", RELEASE, str(CHART), *chart_values(self.dev, PULL_SECRET)]
         print("$ helm install " + " ".join(args[1:]) + f" --namespace {RELEASE_NAMESPACE}")
         print(release.helm(*args).stdout.strip())
-        self.operator = serve_operator(self.kube, release, ports, self.runner)
-        show(
-            f"kubectl -n {RELEASE_NAMESPACE} get deploy,pods",
-            self.kubectl("-n", RELEASE_NAMESPACE, "get", "deploy,pods"),
+        wait_until(
+            lambda: ready_operator_pod(self.kube, RELEASE_NAMESPACE),
+            timeout=180,
+            what="operator pod Ready",
         )
+        wait_until(
+            lambda: "traceroute-operator started" in self.operator_logs(),
+            timeout=60,
+            what="the operator's start-up line in kubectl logs",
+        )
+        show(
+            f"kubectl -n {RELEASE_NAMESPACE} get deploy,pods -o wide",
+            self.kubectl("-n", RELEASE_NAMESPACE, "get", "deploy,pods", "-o", "wide"),
+        )
+        show(
+            f"kubectl -n {RELEASE_NAMESPACE} logs -l {OPERATOR_SELECTOR} --tail=3",
+            self.operator_logs(tail=3),
+        )
+
+    def operator_logs(self, tail: int = -1) -> str:
+        return kubectl(
+            ["-n", RELEASE_NAMESPACE, "logs", "-l", OPERATOR_SELECTOR, f"--tail={tail}"],
+            kubeconfig=self.dev.kubeconfig,
+            check=False,
+        ).stdout
 
     # --- 3 -------------------------------------------------------------------------------
 
     def apply_probe(self) -> None:
-        step(3, "Apply a TracerouteProbe and run it")
-        ensure_namespace(self.kube, PROBE_NAMESPACE, RESTRICTED_LABELS)
-        wait_default_service_account(self.kube, PROBE_NAMESPACE)
+        step(3, f"Apply a TracerouteProbe (runs on {VANTAGE_NODE}) and run it")
         probe: dict[str, Any] = yaml.safe_load(EXAMPLE.read_text())
         probe["metadata"] = {"name": PROBE, "namespace": PROBE_NAMESPACE}
-        hops = len(self.lab.truth("probe", "target"))
+        hops = len(self.truth())
         probe["spec"].update(
             targets=[self.target],
             schedule="* * * * *",
             pathChange={"confirmRuns": 1},
             expectedHops=hops,
+            nodeSelector={"kubernetes.io/hostname": VANTAGE_NODE},
         )
         manifest = yaml.safe_dump(probe, sort_keys=False)
         show(f"kubectl apply -f - (from {EXAMPLE.relative_to(ROOT)})", manifest)
         print(self.kubectl("apply", "-f", "-", input_text=manifest).strip())
         wait_ready(self.kube, PROBE_NAMESPACE, PROBE)
-        self.run_probe()
+        job = self.run_probe()
         self.show_probes()
-        self.show_table()
+        self.show_run_pod(job)
         self.show_metrics()
 
-    def run_probe(self, timeout: float = 90.0) -> dict[str, Any]:
-        """A run now (`kubectl create job --from=cronjob/...`), then the status the operator
-        wrote from its result."""
+    def truth(self) -> list[str]:
+        """The hops the lab routes a packet from the vantage node's pods along right now."""
+        return self.lab.truth(VANTAGE_NODE, "target")
+
+    def run_probe(self, timeout: float = 180.0) -> str:
+        """A run now (`kubectl create job --from=cronjob/...`), until the operator wrote its
+        result into the status; returns the Job's name."""
         self.runs += 1
         job = f"{PROBE}-demo-{self.runs}"
         cronjob = self.kube.get(PROBE_PATH)["status"]["cronJobName"]
@@ -172,21 +210,26 @@ class Demo:
         probe: dict[str, Any] = wait_until(done, timeout=timeout, what=f"result of Job {job}")
         last = probe["status"]["lastRun"]
         print(f"run {job}: exit code {last.get('exitCode')}, status updated by the operator")
-        return probe
+        return job
 
-    def show_table(self) -> None:
-        """The probe's own mtr-like table, as an unprivileged user in the probe's netns."""
-        argv = [
-            str(VENV_BIN / "traceroute-probe"),
-            "--format=table",
-            "--max-hops=10",
-            f"--termination-log={self.workdir / 'not-written'}",
-            self.target,
-        ]
-        result = self.lab.run("probe", argv, user=65534, timeout=60)
+    def show_run_pod(self, job: str) -> None:
+        """Where the run's pod ran, which image it pulled, and what it printed."""
+        selector = f"job-name={job}"
         show(
-            f"traceroute-probe {self.target}   (uid 65534, no capabilities, lab netns)",
-            result.stdout,
+            f"kubectl -n {PROBE_NAMESPACE} get pods -l {selector} -o wide",
+            self.kubectl("-n", PROBE_NAMESPACE, "get", "pods", "-l", selector, "-o", "wide"),
+        )
+        show(
+            f"kubectl -n {PROBE_NAMESPACE} get pods -l {selector} -o custom-columns=...",
+            self.kubectl("-n", PROBE_NAMESPACE, "get", "pods", "-l", selector, "-o", POD_IMAGES),
+        )
+        self.show_logs(job)
+
+    def show_logs(self, job: str) -> None:
+        show(
+            f"kubectl -n {PROBE_NAMESPACE} logs job/{job}   (the probe's table; uid 65534, "
+            "no capabilities, seccomp RuntimeDefault, read-only root)",
+            self.kubectl("-n", PROBE_NAMESPACE, "logs", f"job/{job}"),
         )
 
     def show_metrics(self) -> None:
@@ -205,7 +248,7 @@ class Demo:
             f"/apis/monitoring.coreos.com/v1/namespaces/{PROBE_NAMESPACE}/prometheusrules"
         )["items"]
         if not rules:
-            raise RuntimeError(f"the operator generated no PrometheusRule:\n{self.operator.logs()}")
+            raise RuntimeError(f"the operator generated no PrometheusRule:\n{self.operator_logs()}")
         groups = [group for rule in rules for group in rule["spec"]["groups"]]
         path = self.workdir / "traceroute-rules.yaml"
         path.write_text(yaml.safe_dump({"groups": groups}, sort_keys=False))
@@ -225,12 +268,12 @@ class Demo:
 
     def flip_route(self) -> None:
         step(5, "Flip the route in the lab (path a -> path b) and run again")
-        before = self.lab.truth("probe", "target")
+        before = self.truth()
         self.lab.use_path("b")
-        after = self.lab.truth("probe", "target")
+        after = self.truth()
         print(f"path a: {' '.join(before)}")
         print(f"path b: {' '.join(after)}")
-        self.run_probe()
+        job = self.run_probe()
         wait_until(
             lambda: events_for(self.kube, PROBE_NAMESPACE, PROBE, "PathChanged"),
             timeout=30,
@@ -242,6 +285,7 @@ class Demo:
                 "-n", PROBE_NAMESPACE, "get", "events", "--field-selector", "reason=PathChanged"
             ),
         )
+        self.show_logs(job)
         self.show_probes()
         status = self.kube.get(PROBE_PATH)["status"]
         conditions = {c["type"]: f"{c['status']} ({c.get('reason')})" for c in status["conditions"]}
@@ -302,7 +346,7 @@ class Demo:
 
     def wait_for_interrupt(self) -> None:
         step(6, "Everything keeps running (scheduled runs every minute); Ctrl-C tears it down")
-        print(f"  export KUBECONFIG={self.cluster.kubeconfig}")
+        print(f"  export KUBECONFIG={self.dev.kubeconfig}")
         print(f"  Prometheus alerts: {self.prometheus.url}/alerts")
         seen = self.alert_states()
         # alert changes (e.g. the expected-hops alert after its confirmation time) as they come
@@ -318,7 +362,7 @@ class Demo:
         show(f"kubectl -n {PROBE_NAMESPACE} get trp -o wide", wide)
 
     def kubectl(self, *args: str, input_text: str | None = None) -> str:
-        return kubectl(list(args), kubeconfig=self.cluster.kubeconfig, input_text=input_text).stdout
+        return kubectl(list(args), kubeconfig=self.dev.kubeconfig, input_text=input_text).stdout
 
 
 def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
@@ -338,6 +382,7 @@ def _interrupt_on_signals() -> Iterator[None]:
 
 
 def run(wait: bool) -> int:
+    """`wait=False` (make demo-once): tear down after the last step and exit 0."""
     sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
     cleanup_stale()
     started = time.monotonic()
@@ -366,7 +411,8 @@ def run(wait: bool) -> int:
                     )
                     code = 1
                 print(
-                    "\n==> tearing down (pods, lab, Prometheus, Pushgateway, control plane)",
+                    "\n==> tearing down (Prometheus, nodes: kubelets, containerd, pods; "
+                    "registry, lab, Pushgateway, control plane)",
                     flush=True,
                 )
         except KeyboardInterrupt:  # a second Ctrl-C during teardown: the rest is best effort

@@ -34,22 +34,21 @@ from devcluster.chart import (
 from devcluster.operator_process import get_or_none, is_ready
 from devcluster.controlplane import ControlPlane
 from devcluster.kubetools import RESTRICTED_LABELS, KubeError, KubeRest, ensure_namespace, kubectl
-from devcluster.podrunner import HOST_NETNS
+from devcluster.cluster import DevCluster
+from devcluster.images import push
+from devcluster.node_release import NodeOperator, chart_values, prepare_namespace
 from devcluster.promstack import Pushgateway
 from devcluster.runtime import wait_until
 from devcluster.stack import (
-    OPERATOR_SELECTOR,
     PROBE_CRD,
-    OperatorPod,
-    OperatorPorts,
     Release,
     crd_established,
     install_crds,
-    serve_operator,
 )
 
 pytestmark = pytest.mark.slow
 
+PULL_SECRET = "regcred"
 CI_IDS = [path.name.removesuffix("-values.yaml") for path in CI_VALUES]
 
 
@@ -255,35 +254,60 @@ def test_a_broken_example_is_refused_naming_the_field(
 class OperatorEnv:
     cluster: ControlPlane
     kube: KubeRest
-    install: Any  # release_factory
+    install: Any  # node_release_factory
     pushgateway: Pushgateway
-    pod_runners: Any  # pod_runner_factory
+    dev: DevCluster
+
+
+@pytest.fixture(scope="module")
+def node_cluster(dev_cluster: DevCluster) -> DevCluster:
+    """The cluster with real nodes, the operator image in its registry and the CRDs."""
+    assert dev_cluster.built is not None and dev_cluster.registry is not None
+    assert dev_cluster.control_plane is not None
+    push(dev_cluster.built, "traceroute-operator", dev_cluster.registry)
+    install_crds(dev_cluster.control_plane)
+    return dev_cluster
 
 
 @pytest.fixture
-def env(
-    cluster: ControlPlane,
-    kube: KubeRest,
-    release_factory: Any,
-    pushgateway: Pushgateway,
-    pod_runner_factory: Any,
-) -> OperatorEnv:
-    return OperatorEnv(cluster, kube, release_factory, pushgateway, pod_runner_factory)
+def env(node_cluster: DevCluster, tmp_path: Path) -> Iterator[OperatorEnv]:
+    """Releases on the real nodes: each in a restricted namespace with the pull Secret."""
+    assert node_cluster.control_plane is not None and node_cluster.pushgateway is not None
+    control_plane = node_cluster.control_plane
+    releases: list[Release] = []
+    with KubeRest(node_cluster.kubeconfig) as kube:
+
+        def install(values_file: Path, *extra: str) -> Release:
+            namespace = _restricted_release_namespace(kube, values_file)
+            prepare_namespace(kube, node_cluster, namespace, PULL_SECRET)
+            release = Release(
+                control_plane, f"r{uuid.uuid4().hex[:6]}", namespace, tmp_path / "helm"
+            )
+            result = release.helm(
+                *("install", release.name, str(CHART), "--values", str(values_file), *extra),
+                check=False,
+            )
+            assert result.returncode == 0, result.stderr
+            releases.append(release)
+            return release
+
+        try:
+            yield OperatorEnv(control_plane, kube, install, node_cluster.pushgateway, node_cluster)
+        finally:
+            for release in releases:
+                release.helm("uninstall", release.name, "--wait", "--timeout=60s", check=False)
+                with contextlib.suppress(KubeError):
+                    kube.delete(f"/api/v1/namespaces/{release.namespace}")
 
 
-def install_operator(env: OperatorEnv, values_file: Path) -> OperatorPod:
-    """Install the chart and let the pod runner run the operator pod in the host's network
-    namespace (the apiserver is on loopback). Differences from a cluster, all by values:
-    no cluster DNS, so the Pushgateway is the session's, given as an external URL; free ports,
-    as other operators may run on this host."""
-    ports = OperatorPorts.free()
-    release: Release = env.install(values_file, *ports.helm_args(env.pushgateway.url))
-    runner = env.pod_runners(
-        namespace=release.namespace,
-        label_selector=OPERATOR_SELECTOR,
-        netns_for_pod=lambda pod: HOST_NETNS,
-    )
-    return serve_operator(env.kube, release, ports, runner)
+def install_operator(env: OperatorEnv, values_file: Path) -> NodeOperator:
+    """Install the chart with the values file, every image from the private registry, and
+    wait for the operator's pod on a real node. Differences from a cluster, all by values:
+    no cluster DNS, so the Pushgateway is the DevCluster's, given as an external URL."""
+    release: Release = env.install(values_file, *chart_values(env.dev, PULL_SECRET))
+    operator = NodeOperator(release, env.kube)
+    operator.wait_serving()
+    return operator
 
 
 def _probe_manifest(name: str) -> dict[str, Any]:
@@ -291,11 +315,11 @@ def _probe_manifest(name: str) -> dict[str, Any]:
         next(p for p in EXAMPLES if p.stem == "single-target").read_text()
     )
     probe["metadata"]["name"] = name
-    probe["spec"]["targets"] = ["192.0.2.1"]  # never traced: no pod runner for probe pods here
+    probe["spec"]["targets"] = ["192.0.2.1"]  # never traced: no run is started here
     return probe
 
 
-def _wait_ready(kube: KubeRest, path: str, operator: OperatorPod) -> dict[str, Any]:
+def _wait_ready(kube: KubeRest, path: str, operator: NodeOperator) -> dict[str, Any]:
     def ready() -> dict[str, Any] | None:
         obj = kube.get(path)
         return obj if is_ready(obj) else None
@@ -312,7 +336,8 @@ def _gone(kube: KubeRest, path: str) -> bool:
     return get_or_none(kube, path) is None
 
 
-def test_installed_chart_runs_the_operator(env: OperatorEnv, k8s_namespace: str) -> None:
+def test_installed_chart_runs_the_operator(env: OperatorEnv, node_namespace: str) -> None:
+    k8s_namespace = node_namespace
     kube, pushgateway = env.kube, env.pushgateway
     values_file = next(p for p in CI_VALUES if p.name == "default-values.yaml")
     operator = install_operator(env, values_file)
@@ -342,12 +367,12 @@ def test_installed_chart_runs_the_operator(env: OperatorEnv, k8s_namespace: str)
 
     # operator scaled away (Recreate: the pod is gone first): a spec change is not acted on,
     # and Argo CD sees the real object as Progressing
-    operator.scale(kube, 0)
+    operator.scale(0)
     kube.merge_patch(f"{probes}/web", {"spec": {"schedule": "*/7 * * * *"}})
     stale = kube.get(f"{probes}/web")
     assert stale["metadata"]["generation"] > stale["status"]["observedGeneration"]
     assert argocd_health(stale).status == "Progressing"
-    operator.scale(kube, 1)
+    operator.scale(1)
     probe = _wait_ready(kube, f"{probes}/web", operator)
     assert argocd_health(probe).status == "Healthy"
     assert kube.get(cronjob_path)["spec"]["schedule"] == "*/7 * * * *"
@@ -417,9 +442,9 @@ def _can_i(kubeconfig: Path, verb: str, resource: str, namespace: str) -> bool:
 
 
 def test_namespaced_operator_serves_only_its_namespaces(
-    env: OperatorEnv, k8s_namespace: str
+    env: OperatorEnv, node_namespace: str
 ) -> None:
-    kube = env.kube
+    kube, k8s_namespace = env.kube, node_namespace
     values_file = next(p for p in CI_VALUES if p.name == "namespaced-rbac-values.yaml")
     watched = load_values(values_file)["operator"]["watchNamespaces"]
     operator = install_operator(env, values_file)
