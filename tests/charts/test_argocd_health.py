@@ -17,9 +17,9 @@ import jsonschema
 import pytest
 import yaml
 
-from tests.charts.argocd_health import argocd_health
 from devcluster.chart import ARGOCD_CUSTOMIZATION
 from devcluster.paths import CRD_SOURCE
+from tests.charts.argocd_health import argocd_health
 
 NOW = "2025-11-24T10:00:00Z"
 

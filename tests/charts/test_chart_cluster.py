@@ -22,8 +22,6 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.charts.argocd_health import argocd_health
-from devcluster.paths import CHART
 from devcluster.chart import (
     CI_VALUES,
     EXAMPLES,
@@ -31,12 +29,14 @@ from devcluster.chart import (
     operator_deployment,
     render_text,
 )
-from devcluster.operator_process import get_or_none, is_ready
-from devcluster.controlplane import ControlPlane
-from devcluster.kubetools import RESTRICTED_LABELS, KubeError, KubeRest, ensure_namespace, kubectl
 from devcluster.cluster import DevCluster
+from devcluster.controlplane import ControlPlane
 from devcluster.images import push
+from devcluster.kubetools import RESTRICTED_LABELS, KubeError, KubeRest, ensure_namespace, kubectl
 from devcluster.node_release import NodeOperator, chart_values, prepare_namespace
+from devcluster.operator_process import get_or_none, is_ready
+from devcluster.paths import CHART
+from devcluster.podrunner import HOST_NETNS
 from devcluster.promstack import Pushgateway
 from devcluster.runtime import wait_until
 from devcluster.stack import (
@@ -45,6 +45,7 @@ from devcluster.stack import (
     crd_established,
     install_crds,
 )
+from tests.charts.argocd_health import argocd_health
 
 pytestmark = pytest.mark.slow
 
@@ -398,11 +399,7 @@ def test_helm_uninstall_with_probes_present_cleans_up_and_lets_the_namespace_go(
     operator = install_operator(env, values_file)
     release = operator.release
     # the pre-delete hook's pod (the operator image running `traceroute-operator uninstall`)
-    env.pod_runners(
-        namespace=release.namespace,
-        label_selector="app.kubernetes.io/component=uninstall",
-        netns_for_pod=lambda pod: HOST_NETNS,
-    )
+    # runs on a real node, like the operator's own pod
     probes = f"/apis/traceroute.dev/v1alpha1/namespaces/{k8s_namespace}/tracerouteprobes"
     names = [f"u{i:02d}" for i in range(10)]
     for name in names:

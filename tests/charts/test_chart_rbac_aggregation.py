@@ -18,9 +18,9 @@ from typing import Any
 import pytest
 
 from devcluster.chart import by_kind, render
-from devcluster.operator_process import install_crd, probe_manifest, probe_path
 from devcluster.controlplane import ControlPlane
 from devcluster.kubetools import KubeError, KubeRest, ensure_namespace
+from devcluster.operator_process import install_crd, probe_manifest, probe_path
 from devcluster.runtime import wait_until
 
 pytestmark = pytest.mark.slow

@@ -16,7 +16,6 @@ import yaml
 from traceroute_operator.config import ENV_REFERENCE, OperatorConfig
 from traceroute_operator.monitoring.settings import env_reference
 
-from devcluster.paths import CHART, CRD_SOURCE, RBAC_SOURCE
 from devcluster.chart import (
     CI_VALUES,
     RELEASE_NAMESPACE,
@@ -29,6 +28,7 @@ from devcluster.chart import (
     render,
     render_error,
 )
+from devcluster.paths import CHART, CRD_SOURCE, RBAC_SOURCE
 
 CI_IDS = [path.name.removesuffix("-values.yaml") for path in CI_VALUES]
 
