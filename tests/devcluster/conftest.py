@@ -1,5 +1,8 @@
-"""Fixtures of the cluster with real nodes (devcluster.fixtures)."""
+"""Fixtures of the cluster with real nodes (devcluster.fixtures). Its admin `kube` is
+imported only by the modules that test the nodes (test_nodes.py, test_operator_on_nodes.py):
+the other tests here (control plane, pod runner, Prometheus stack) keep the session control
+plane's `kube`."""
 
-from devcluster.fixtures import dev_cluster, kube, node_namespace
+from devcluster.fixtures import dev_cluster, node_namespace
 
-__all__ = ["dev_cluster", "kube", "node_namespace"]
+__all__ = ["dev_cluster", "node_namespace"]
