@@ -477,7 +477,11 @@ class Schedule:
         """Whether a silent cell gets (another) refill retry: True go, False never (the
         cell is final), None not yet (another flow finds out first)."""
         cell = target.cell(flow, ttl)
-        if cell.refills >= (REFILL_RETRIES if known else 1):
+        # An unknown router in a hole (the flow answered further on) may be a known one
+        # seen at another TTL (the merge point of ECMP branches of unequal length), whose
+        # refill token another retry may have taken: it gets a second refill retry too.
+        hole = target.flow_hops(flow) is not None and ttl < (target.flow_hops(flow) or 0)
+        if cell.refills >= (REFILL_RETRIES if known or hole else 1):
             cell.final = True
             return False
         if known:
