@@ -515,11 +515,14 @@ def test_a_cronjob_deleted_or_edited_by_hand_is_restored_within_seconds(
     wait_until(recreated, timeout=10, what="CronJob re-created by the watch")
     assert is_ready(get_probe(kube, k8s_namespace, "hand") or {"metadata": {}})
 
+    # the operator's own schedule (the default H/5, resolved for this probe)
+    ours = kube.get(path)["spec"]["schedule"]
+    assert ours != "0 3 * * *"
     kube.merge_patch(path, {"spec": {"schedule": "0 3 * * *", "suspend": True}})
     wait_until(
         lambda: (
             (cronjob := cronjob_of(kube, k8s_namespace, "hand")) is not None
-            and cronjob["spec"]["schedule"] == "*/5 * * * *"
+            and cronjob["spec"]["schedule"] == ours
             and cronjob["spec"]["suspend"] is False
         ),
         timeout=10,
