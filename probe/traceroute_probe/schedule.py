@@ -278,9 +278,10 @@ class Schedule:
         # Rejected replies are counted by the loop and never touch the schedule.
 
     def was_sent(self, probe_id: ProbeId) -> bool:
-        """Whether ``probe_id`` went out: an answer to any other probe is not one."""
-        cell = self.targets[probe_id.target].cells.get((probe_id.flow, probe_id.ttl))
-        return cell is not None and probe_id.attempt in cell.probes
+        """Whether ``probe_id`` went out (a traced or an end-to-end probe): an answer to any
+        other probe is not one."""
+        _, probe = self._probe_of(probe_id)
+        return probe is not None and probe.sent_ns != 0
 
     # --- sending -------------------------------------------------------------------------
 
