@@ -7,12 +7,13 @@ Scenarios: all hops answer, two silent routers, silent destination (ICMP limits 
 these measure speed), then with the KERNEL DEFAULT ICMP rate limits (never lifted): rate-
 limited routers, back-to-back runs (two runs within a second, the second is scored), 16
 flows, and TCP (our connect() probes as uid 65534; the others' raw SYNs as root), also
-with two silent routers (scamper left out: its TCP trace printed nothing here). Runs under default limits start 7 s apart (buckets full again).
+with two silent routers (scamper left out: its TCP trace printed nothing here). Runs
+under default limits start 7 s apart (buckets full again).
 
-Every tool is timed as a whole process, from ``ip netns exec`` to exit (``os.wait4`` also
-gives its peak RSS); our bytecode is compiled first, as the image ships it. Prints medians,
-hops found vs the lab's truth, false ``*`` (a responsive hop shown silent), destination
-loss, then ours vs each tool and vs the fastest other tool.
+Every tool is timed as a whole process, from ``ip netns exec`` to exit (GNU time gives its
+peak RSS); our bytecode is compiled first, as the image ships it. Prints medians, hops
+found vs the lab's truth, false ``*`` (a responsive hop shown silent), destination loss,
+then ours vs each tool, the fastest other and the fastest complete other tool.
 """
 
 from __future__ import annotations
