@@ -392,9 +392,10 @@ def test_installed_chart_runs_the_operator(env: OperatorEnv, node_namespace: str
 
 
 def test_helm_uninstall_with_probes_present_cleans_up_and_lets_the_namespace_go(
-    env: OperatorEnv, k8s_namespace: str
+    env: OperatorEnv, node_namespace: str
 ) -> None:
-    kube, pushgateway = env.kube, env.pushgateway
+    # the namespace lives in the real-node cluster the release is installed in
+    kube, pushgateway, k8s_namespace = env.kube, env.pushgateway, node_namespace
     values_file = next(p for p in CI_VALUES if p.name == "default-values.yaml")
     operator = install_operator(env, values_file)
     release = operator.release
