@@ -195,7 +195,12 @@ def test_probe_container_on_each_node(
         logs = kubectl(
             ["logs", "-n", node_namespace, name], kubeconfig=dev_cluster.kubeconfig
         ).stdout
-        assert pod["status"]["phase"] == "Succeeded", (pod["status"], logs)
+        # the exit code and termination message first: pytest cuts a long status short
+        terminated = [
+            status.get("state", {}).get("terminated", {})
+            for status in pod["status"].get("containerStatuses", [])
+        ]
+        assert pod["status"]["phase"] == "Succeeded", (terminated, logs, pod["status"])
         # scheduled by kube-scheduler onto the node its selector names, image from the registry
         assert pod["spec"]["nodeName"] == node.name
         container = pod["status"]["containerStatuses"][0]
