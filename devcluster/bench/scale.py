@@ -8,7 +8,10 @@ group, over a new connection, as the probe does. Two setups side by side:
 
 - ``old``: the chart's settings before issue 13 (consistency check on) and the per-flow
   exposition (devcluster.bench.legacy_metrics, 407 series);
-- ``new``: ``--push.disable-consistency-check`` and the probe's own pooled exposition.
+- ``new``: ``--push.disable-consistency-check`` and the probe's own pooled exposition;
+- ``sharded``: as ``new`` on ``--shards`` (default 3) Pushgateways, each probe on the shard
+  the operator assigns it (traceroute_operator.pushgateway_policy.shard_for over the shards'
+  URLs and the probe's namespace/name, imported, not copied), one scrape target per shard.
 
 Per setup and N: fill N groups (``old`` is filled with the check off, persisted, and
 reloaded with the check on: filling through the check costs O(N^2)); then PUTs at the
@@ -17,10 +20,13 @@ burst of unstaggered */5 schedules, all N PUTs within ``--burst-window`` seconds
 push p50/p99 (from sending; a timeout counts as the 5 s timeout), failures, Pushgateway RSS
 and CPU (from /proc), Prometheus' own ``scrape_duration_seconds`` of the gateway in the
 steady phase and around the burst, with failed scrapes (``up`` 0; scrape every 10 s, timeout
-10 s), ``scrape_samples_scraped``, and how many probes' groups reached Prometheus. The
+10 s), per gateway (shard) the p50/p99/max of its ``scrape_duration_seconds`` over both
+phases, ``scrape_samples_scraped``, the series Prometheus stores per probe (min..max over the
+probes, the gateway's ``push_time_seconds``/``push_failure_time_seconds`` not counted) and
+how many probes have every one of their series in Prometheus. The
 client, Pushgateway and Prometheus share the machine's cores, so the numbers are an upper
 bound for a gateway on its own node.
-Every phase is bounded in time; the default run (N = 1000, 5000) takes about 7 minutes.
+Every phase is bounded in time; the default run (N = 1000, 5000) takes about 10 minutes.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ from __future__ import annotations
 import argparse
 import concurrent.futures
 import contextlib
+import dataclasses
 import http.client
 import os
 import statistics
@@ -40,6 +47,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from prometheus_client.exposition import generate_latest
+from traceroute_operator.pushgateway_policy import shard_for
+from traceroute_operator.stagger import identity
 from traceroute_probe.metrics import JOB, build_registry
 
 from devcluster.bench.legacy_metrics import legacy_exposition
@@ -53,6 +62,9 @@ CLIENT_WORKERS = 256
 FILL_WORKERS = 8
 PHASE_LIMIT_S = 60.0  # a phase stops sending after this; what is left counts as failed
 LOOPBACK = "127.0.0.1"
+NAMESPACE = "bench"
+DEFAULT_SHARDS = 3
+TARGET_SCRAPE_S = 5.0  # issue 13: every scrape <= 5 s
 
 
 @dataclass(frozen=True)
@@ -60,6 +72,7 @@ class Setup:
     name: str
     consistency_check: bool
     exposition: Callable[[], str]
+    shards: int = 1
 
 
 def _new_exposition() -> str:
@@ -73,6 +86,9 @@ def _old_exposition() -> str:
 SETUPS = {
     "old": Setup("old", consistency_check=True, exposition=_old_exposition),
     "new": Setup("new", consistency_check=False, exposition=_new_exposition),
+    "sharded": Setup(
+        "sharded", consistency_check=False, exposition=_new_exposition, shards=DEFAULT_SHARDS
+    ),
 }
 
 
@@ -87,8 +103,18 @@ def probe_bodies(template: str, probes: int) -> list[bytes]:
     ]
 
 
+def probe_name(index: int) -> str:
+    return f"p{index:05d}"
+
+
 def group_path(index: int) -> str:
-    return f"/metrics/job/{JOB}/namespace/bench/probe/p{index:05d}"
+    return f"/metrics/job/{JOB}/namespace/{NAMESPACE}/probe/{probe_name(index)}"
+
+
+def assign(urls: Sequence[str], probes: int) -> list[int]:
+    """Per probe, the index of its shard in ``urls``: the operator's own assignment."""
+    position = {url: k for k, url in enumerate(urls)}
+    return [position[shard_for(urls, identity(NAMESPACE, probe_name(i)))] for i in range(probes)]
 
 
 # --- pushing ---------------------------------------------------------------------------
@@ -124,13 +150,15 @@ def put(port: int, path: str, body: bytes) -> float | None:
     return time.perf_counter() - started
 
 
-def paced(port: int, bodies: Sequence[bytes], order: Sequence[int], spacing: float) -> Pushes:
+def paced(
+    ports: Sequence[int], bodies: Sequence[bytes], order: Sequence[int], spacing: float
+) -> Pushes:
     """PUT order[k] at start + k * spacing (open loop, as independent pods push)."""
     result = Pushes()
     lock = threading.Lock()
 
     def one(index: int) -> None:
-        latency = put(port, group_path(index), bodies[index])
+        latency = put(ports[index], group_path(index), bodies[index])
         with lock:
             if latency is None:
                 result.failed += 1
@@ -153,37 +181,48 @@ def paced(port: int, bodies: Sequence[bytes], order: Sequence[int], spacing: flo
     return result
 
 
-def fill(port: int, bodies: Sequence[bytes]) -> tuple[float, int]:
-    """Create every group as fast as the gateway takes them; (seconds, failures)."""
+def fill(ports: Sequence[int], bodies: Sequence[bytes]) -> tuple[float, int]:
+    """Create every group (probe i on ports[i]) as fast as the gateways take them;
+    (seconds, failures)."""
     started = time.monotonic()
     with concurrent.futures.ThreadPoolExecutor(FILL_WORKERS) as pool:
-        outcomes = list(pool.map(lambda i: put(port, group_path(i), bodies[i]), range(len(bodies))))
+        outcomes = list(
+            pool.map(lambda i: put(ports[i], group_path(i), bodies[i]), range(len(bodies)))
+        )
     return time.monotonic() - started, sum(1 for o in outcomes if o is None)
 
 
 # --- the gateway process ----------------------------------------------------------------
 
 
-class ProcessMeter:
-    """Samples a process' RSS and CPU time every 0.25 s in a thread."""
+def _rss_mb(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
 
-    def __init__(self, pid: int) -> None:
-        self.pid = pid
+
+def _cpu_seconds(pid: int) -> float:
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class ProcessMeter:
+    """Samples the summed RSS and CPU time of processes (every shard) every 0.25 s."""
+
+    def __init__(self, *pids: int) -> None:
+        self.pids = pids
         self.peak_rss_mb = 0.0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def rss_mb(self) -> float:
-        with open(f"/proc/{self.pid}/status") as status:
-            for line in status:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) / 1024
-        return 0.0
+        return sum(_rss_mb(pid) for pid in self.pids)
 
     def cpu_seconds(self) -> float:
-        with open(f"/proc/{self.pid}/stat") as stat:
-            fields = stat.read().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return sum(_cpu_seconds(pid) for pid in self.pids)
 
     def _run(self) -> None:
         while not self._stop.wait(0.25):
@@ -213,20 +252,42 @@ def gateway_args(check: bool, persistence: Path | None) -> list[str]:
     return args
 
 
+@dataclass
+class Filled:
+    gateways: list[Pushgateway]
+    ports: list[int]  # per probe: its gateway's port
+    seconds: float
+    failed: int
+
+
+@contextlib.contextmanager
+def filled_gateways(setup: Setup, bodies: Sequence[bytes], workdir: Path) -> Iterator[Filled]:
+    """The setup's Pushgateway(s) holding every probe's group, each on its own shard."""
+    if setup.consistency_check:
+        if setup.shards != 1:
+            raise ValueError("the consistency-check setup is measured on one gateway")
+        with filled_gateway(setup, bodies, workdir) as (pgw, seconds, failed):
+            yield Filled([pgw], [pgw.port] * len(bodies), seconds, failed)
+        return
+    with contextlib.ExitStack() as stack:
+        gateways = [
+            stack.enter_context(Pushgateway(listen_host=LOOPBACK, args=gateway_args(False, None)))
+            for _ in range(setup.shards)
+        ]
+        ports = [gateways[k].port for k in assign([g.url for g in gateways], len(bodies))]
+        seconds, failed = fill(ports, bodies)
+        yield Filled(gateways, ports, seconds, failed)
+
+
 @contextlib.contextmanager
 def filled_gateway(
     setup: Setup, bodies: Sequence[bytes], workdir: Path
 ) -> Iterator[tuple[Pushgateway, float, int]]:
-    """A Pushgateway with the setup's flags holding every probe's group."""
-    if not setup.consistency_check:
-        with Pushgateway(listen_host=LOOPBACK, args=gateway_args(False, None)) as pgw:
-            seconds, failed = fill(pgw.port, bodies)
-            yield pgw, seconds, failed
-        return
+    """One Pushgateway with the consistency check on, holding every probe's group."""
     state = workdir / f"{setup.name}-{len(bodies)}.pushgateway"
     loader = Pushgateway(listen_host=LOOPBACK, args=gateway_args(False, state)).start()
     try:
-        seconds, failed = fill(loader.port, bodies)
+        seconds, failed = fill([loader.port] * len(bodies), bodies)
         assert loader.rundir is not None
         loader.rundir.stop(grace_seconds=300)  # SIGTERM: the gateway writes the file, exits
     finally:
@@ -255,6 +316,20 @@ class Scrapes:
         return _s(self.max_seconds) + failed
 
 
+@dataclass(frozen=True)
+class ShardScrapes:
+    """One gateway's scrape durations over the whole measurement."""
+
+    instance: str
+    p50: float | None
+    p99: float | None
+    max: float | None
+    samples: float | None
+
+    def text(self) -> str:
+        return f"{_s(self.p50)} / {_s(self.p99)} / {_s(self.max)}"
+
+
 _JOB = 'job="pushgateway"'
 
 
@@ -264,6 +339,7 @@ class Row:
     probes: int
     series: int
     push_kb: float
+    shards: int = 1
     fill_seconds: float = 0.0
     fill_failed: int = 0
     steady: Pushes = field(default_factory=Pushes)
@@ -275,11 +351,25 @@ class Row:
     scrape_steady: Scrapes = field(default_factory=Scrapes)
     scrape_burst: Scrapes = field(default_factory=Scrapes)
     scrape_samples: float | None = None
-    probes_in_prometheus: int = 0
+    shard_scrapes: list[ShardScrapes] = field(default_factory=list)
+    series_stored: tuple[int, int] | None = None  # per probe in Prometheus: (min, max)
+    probes_in_prometheus: int = 0  # probes with all `series` series in Prometheus
+
+    @property
+    def scrapes_ok(self) -> bool:
+        """Issue 13's target: every scrape of every shard <= 5 s, none failed."""
+        durations = [s.max for s in self.shard_scrapes]
+        return (
+            bool(durations)
+            and all(d is not None and d <= TARGET_SCRAPE_S for d in durations)
+            and not self.scrape_steady.failed
+            and not self.scrape_burst.failed
+        )
 
     @property
     def mb_per_group(self) -> float:
-        return (self.rss_filled_mb - self.rss_empty_mb) / max(1, self.probes)
+        # rss_empty_mb is one empty gateway's; every shard starts at that
+        return (self.rss_filled_mb - self.shards * self.rss_empty_mb) / max(1, self.probes)
 
 
 def _value(prom: Prometheus, promql: str, at: float | None = None) -> float | None:
@@ -289,31 +379,68 @@ def _value(prom: Prometheus, promql: str, at: float | None = None) -> float | No
     return None
 
 
+def _per_instance(prom: Prometheus, promql: str, at: float) -> dict[str, float]:
+    with contextlib.suppress(Exception):
+        return {r["metric"]["instance"]: float(r["value"][1]) for r in prom.query(promql, at=at)}
+    return {}
+
+
 def scrapes_between(prom: Prometheus, start: float, end: float) -> Scrapes:
+    """The slowest scrape of any shard and the failed scrapes of all shards."""
     window = f"{max(1, int(end - start))}s"
     return Scrapes(
-        _value(prom, f"max_over_time(scrape_duration_seconds{{{_JOB}}}[{window}])", at=end),
+        _value(prom, f"max(max_over_time(scrape_duration_seconds{{{_JOB}}}[{window}]))", at=end),
         _value(
             prom,
-            f"count_over_time(up{{{_JOB}}}[{window}]) - sum_over_time(up{{{_JOB}}}[{window}])",
+            f"sum(count_over_time(up{{{_JOB}}}[{window}]) - sum_over_time(up{{{_JOB}}}[{window}]))",
             at=end,
         ),
     )
 
 
+def shard_scrapes(prom: Prometheus, start: float, end: float) -> list[ShardScrapes]:
+    window = f"{max(1, int(end - start))}s"
+    duration = f"scrape_duration_seconds{{{_JOB}}}[{window}]"
+    p50 = _per_instance(prom, f"quantile_over_time(0.5, {duration})", end)
+    p99 = _per_instance(prom, f"quantile_over_time(0.99, {duration})", end)
+    top = _per_instance(prom, f"max_over_time({duration})", end)
+    samples = _per_instance(prom, f"max_over_time(scrape_samples_scraped{{{_JOB}}}[{window}])", end)
+    return [
+        ShardScrapes(i, p50.get(i), p99.get(i), top.get(i), samples.get(i)) for i in sorted(top)
+    ]
+
+
+def stored_series(
+    prom: Prometheus, window: str, at: float, expected: int
+) -> tuple[tuple[int, int] | None, int]:
+    """Series per probe in Prometheus ((min, max) over the probes), and how many probes
+    have all ``expected`` of them. Only the probe's families: the gateway adds
+    push_time_seconds and push_failure_time_seconds to every group."""
+    per_probe = (
+        f'count by (namespace, probe) (last_over_time({{job="{JOB}", '
+        f'__name__=~"traceroute_.*"}}[{window}]))'
+    )
+    low, high = _value(prom, f"min({per_probe})", at), _value(prom, f"max({per_probe})", at)
+    complete = _value(prom, f"count({per_probe} == {expected})", at) or 0
+    span = None if low is None or high is None else (int(low), int(high))
+    return span, int(complete)
+
+
 def measure(setup: Setup, probes: int, steady_seconds: float, burst_window: float) -> Row:
     template = setup.exposition()
     bodies = probe_bodies(template, probes)
-    row = Row(setup.name, probes, series_count(template), len(template) / 1024)
+    row = Row(setup.name, probes, series_count(template), len(template) / 1024, setup.shards)
     with (
         tempfile.TemporaryDirectory(prefix="trop-bench-scale-") as tmp,
-        filled_gateway(setup, bodies, Path(tmp)) as (pgw, row.fill_seconds, row.fill_failed),
-        ProcessMeter(pgw.pid) as meter,
+        filled_gateways(setup, bodies, Path(tmp)) as filled,
+        ProcessMeter(*(g.pid for g in filled.gateways)) as meter,
     ):
+        row.fill_seconds, row.fill_failed = filled.seconds, filled.failed
+        ports = filled.ports
         row.rss_filled_mb = meter.rss_mb()
         scrape = ScrapeTarget(
             "pushgateway",
-            [f"{LOOPBACK}:{pgw.port}"],
+            [f"{LOOPBACK}:{g.port}" for g in filled.gateways],
             honor_labels=True,
             extra={"scrape_timeout": SCRAPE_INTERVAL},
         )
@@ -323,25 +450,22 @@ def measure(setup: Setup, probes: int, steady_seconds: float, burst_window: floa
             time.sleep(2)  # Prometheus' first scrape
             steady_start = time.time()
             with meter.cores(row.cores):
-                row.steady = paced(pgw.port, bodies, [k % probes for k in range(count)], 1 / rate)
+                row.steady = paced(ports, bodies, [k % probes for k in range(count)], 1 / rate)
             burst_start = time.time()
             with meter.cores(row.cores):
-                row.burst = paced(pgw.port, bodies, range(probes), burst_window / probes)
+                row.burst = paced(ports, bodies, range(probes), burst_window / probes)
             time.sleep(12)  # the scrape after the burst
             end = time.time()
             row.scrape_steady = scrapes_between(prom, steady_start, burst_start)
             row.scrape_burst = scrapes_between(prom, burst_start, end)
             window = f"{int(end - steady_start) + 1}s"
-            row.scrape_samples = _value(
-                prom, f"max_over_time(scrape_samples_scraped{{{_JOB}}}[{window}])", at=end
+            row.shard_scrapes = shard_scrapes(prom, steady_start, end)
+            row.scrape_samples = max(
+                (s.samples for s in row.shard_scrapes if s.samples is not None), default=None
             )
-            in_prom = _value(
-                prom,
-                f"count(count by (namespace, probe) "
-                f"(last_over_time(traceroute_run_timestamp_seconds[{window}])))",
-                at=end,
+            row.series_stored, row.probes_in_prometheus = stored_series(
+                prom, window, end, row.series
             )
-            row.probes_in_prometheus = int(in_prom or 0)
         row.rss_peak_mb = max(meter.peak_rss_mb, row.rss_filled_mb)
     return row
 
@@ -366,11 +490,20 @@ def _pushes(p: Pushes) -> str:
     return f"{_s(p.quantile(0.5))} / {_s(p.quantile(0.99))} ({len(p.latencies)}{failed})"
 
 
+def _stored(row: Row) -> str:
+    if row.series_stored is None:
+        return "-"
+    low, high = row.series_stored
+    return str(low) if low == high else f"{low}..{high}"
+
+
 def table(rows: Sequence[Row]) -> str:
     columns: list[tuple[str, Callable[[Row], str]]] = [
         ("setup", lambda r: r.setup),
+        ("shards", lambda r: str(r.shards)),
         ("probes", lambda r: str(r.probes)),
         ("series/probe", lambda r: str(r.series)),
+        ("stored/probe", _stored),
         ("KB/push", lambda r: f"{r.push_kb:.1f}"),
         ("steady push p50/p99 (n)", lambda r: _pushes(r.steady)),
         ("burst push p50/p99 (n)", lambda r: _pushes(r.burst)),
@@ -380,8 +513,13 @@ def table(rows: Sequence[Row]) -> str:
         ("CPU steady / burst", lambda r: " / ".join(f"{c:.2f}" for c in r.cores) + " cores"),
         ("scrape max steady", lambda r: r.scrape_steady.text()),
         ("scrape max burst", lambda r: r.scrape_burst.text()),
-        ("samples", lambda r: f"{r.scrape_samples:.0f}" if r.scrape_samples else "-"),
-        ("probes in Prometheus", lambda r: f"{r.probes_in_prometheus}/{r.probes}"),
+        (
+            "scrape p50 / p99 / max per shard",
+            lambda r: "; ".join(s.text() for s in r.shard_scrapes),
+        ),
+        ("scrapes <= 5 s", lambda r: "yes" if r.scrapes_ok else "MISSED"),
+        ("samples (max shard)", lambda r: f"{r.scrape_samples:.0f}" if r.scrape_samples else "-"),
+        ("probes complete in Prometheus", lambda r: f"{r.probes_in_prometheus}/{r.probes}"),
     ]
     lines = [
         "| " + " | ".join(name for name, _ in columns) + " |",
@@ -394,7 +532,10 @@ def table(rows: Sequence[Row]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--probes", type=int, nargs="+", default=[1000, 5000])
-    parser.add_argument("--setups", nargs="+", choices=sorted(SETUPS), default=["old", "new"])
+    parser.add_argument(
+        "--setups", nargs="+", choices=sorted(SETUPS), default=["old", "new", "sharded"]
+    )
+    parser.add_argument("--shards", type=int, default=DEFAULT_SHARDS, help="for `sharded`")
     parser.add_argument("--steady-seconds", type=float, default=40.0)
     parser.add_argument("--burst-window", type=float, default=5.0)
     parser.add_argument(
@@ -405,10 +546,11 @@ def main(argv: list[str] | None = None) -> int:
         args.probes, args.steady_seconds = [200], 15.0
     started = time.monotonic()
     empty = empty_gateway_rss_mb()
+    setups = {**SETUPS, "sharded": dataclasses.replace(SETUPS["sharded"], shards=args.shards)}
     rows = []
     for probes in args.probes:
         for name in args.setups:
-            row = measure(SETUPS[name], probes, args.steady_seconds, args.burst_window)
+            row = measure(setups[name], probes, args.steady_seconds, args.burst_window)
             row.rss_empty_mb = empty
             rows.append(row)
             print(
@@ -417,7 +559,7 @@ def main(argv: list[str] | None = None) -> int:
                 flush=True,
             )
     print(table(rows))
-    new = [r for r in rows if r.setup == "new"]
+    new = [r for r in rows if r.setup != "old"]
     if new:
         per_group = statistics.fmean(r.mb_per_group for r in new)
         print(

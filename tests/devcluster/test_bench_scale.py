@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from prometheus_client.parser import text_string_to_metric_families
+from traceroute_operator.pushgateway_policy import shard_for
 
 from devcluster.bench import scale
 from devcluster.bench.synthetic import TARGET
@@ -44,6 +45,29 @@ def test_table_has_a_row_per_measurement() -> None:
     row.scrape_burst = scale.Scrapes(12.5, 1)
     row.cores = [0.1, 0.5]
     lines = scale.table([row]).splitlines()
-    assert len(lines) == 3 and lines[2].startswith("| new | 10 | 98 |")
+    assert len(lines) == 3 and lines[2].startswith("| new | 1 | 10 | 98 |")
     assert "1 failed" in lines[2] and "0.10 / 0.50 cores" in lines[2]
     assert "12.50 s (1 failed)" in lines[2]
+
+
+def test_shards_are_the_operators_assignment() -> None:
+    """The bench puts each probe on the shard the operator's policy picks for it."""
+
+    urls = ["http://127.0.0.1:1001", "http://127.0.0.1:1002", "http://127.0.0.1:1003"]
+    shards = scale.assign(urls, 300)
+    assert shards == [
+        urls.index(shard_for(urls, f"bench/{scale.probe_name(i)}")) for i in range(300)
+    ]
+    assert set(shards) == {0, 1, 2}  # every shard gets probes
+    assert scale.SETUPS["sharded"].shards == scale.DEFAULT_SHARDS > 1
+
+
+def test_scrape_target_is_missed_when_a_shard_is_slow() -> None:
+    row = scale.Row("sharded", 10, 100, 9.0, 2)
+    row.shard_scrapes = [
+        scale.ShardScrapes("a", 1.0, 2.0, 2.5, 100.0),
+        scale.ShardScrapes("b", 1.0, 4.0, 6.0, 100.0),
+    ]
+    assert not row.scrapes_ok and "MISSED" in scale.table([row])
+    row.shard_scrapes[1] = scale.ShardScrapes("b", 1.0, 2.0, 4.9, 100.0)
+    assert row.scrapes_ok
