@@ -229,6 +229,11 @@ class Schedule:
     def __init__(self, plans: Sequence[TargetPlan], opts: WaveOptions, start_ns: int) -> None:
         self.opts = opts
         self.targets = [TargetState(i, plan, opts) for i, plan in enumerate(plans)]
+        for target in self.targets:
+            if target.complete:
+                # Refused before any probe (e.g. connect() of a UDP socket: no route): it
+                # ended at the start, not when the other targets' run ends.
+                target.finished_ns = start_ns
         self.start_ns = start_ns
         self.deadline_ns = start_ns + int(opts.timeout * NS)
         self.outstanding: dict[ProbeId, Probe] = {}

@@ -146,10 +146,6 @@ def refusing() -> Iterator[Lab]:
         yield lab
 
 
-@pytest.mark.xfail(
-    reason=MERGE_GAP,
-    strict=False,
-)
 @pytest.mark.parametrize(("protocol", "user"), SEND_ERRORS)
 def test_send_errors_end_their_target_at_once_with_the_errno(
     refusing: Lab, protocol: str, user: int | None

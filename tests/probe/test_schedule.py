@@ -15,6 +15,7 @@ import pytest
 from traceroute_probe.events import Answer, AnswerKind, FlowFreed, ProbeId
 from traceroute_probe.options import WaveOptions
 from traceroute_probe.pacing import NS
+from traceroute_probe.result import TargetError
 from traceroute_probe.schedule import Schedule, TargetPlan
 
 TARGET = "10.0.9.2"
@@ -434,6 +435,18 @@ def test_a_send_error_of_the_only_target_ends_the_run_at_once() -> None:
         "send",
         "EACCES: Permission denied",
     )
+
+
+def test_a_target_refused_when_its_socket_opened_ends_at_the_start() -> None:
+    """A UDP socket's connect() fails on a route to nowhere: the target has its error
+    before any probe and must not last as long as the other targets' run."""
+    clock = FakeClock()
+    refused = TargetPlan(TARGET, 4, 3, error=TargetError("send", "EHOSTUNREACH: No route"))
+    opts = WaveOptions(destination_probes=10)
+    schedule = Schedule([refused, TargetPlan(TARGET, 4, 3)], opts, START)
+    end = run(schedule, FakeNetwork(clock, chain(1, 2)))
+    assert end > START
+    assert schedule.targets[0].finished_ns == START
 
 
 # --- end-to-end probes and per-flow hop counts ---------------------------------------------
