@@ -130,7 +130,7 @@ REFILL_RETRIES = 2  # per (flow, TTL) towards a known router; one towards an unk
 class TargetState:
     """Progress of one target: its cells and what the answers told about its path."""
 
-    def __init__(self, index: int, plan: TargetPlan, opts: WaveOptions) -> None:
+    def __init__(self, index: int, plan: TargetPlan, opts: WaveOptions, start_ns: int) -> None:
         self.index = index
         self.address = plan.address
         self.family = plan.family
@@ -145,7 +145,9 @@ class TargetState:
         self.rtt_by_ttl: dict[int, float] = {}  # largest RTT (s) seen per TTL
         self.error: TargetError | None = plan.error
         self.complete = plan.error is not None
-        self.finished_ns = 0
+        # Refused before any probe (e.g. connect() of a UDP socket: no route): it ended at
+        # the start, not when the other targets' run ends.
+        self.finished_ns = start_ns if self.complete else 0
         self.in_flight: dict[int, ProbeId] = {}  # flow -> its probe (one_in_flight only)
         self.e2e: dict[int, Probe] = {}  # end-to-end probes by index
         self.e2e_done = opts.destination_probes <= 0  # none left to send
@@ -228,12 +230,7 @@ class _Queued(NamedTuple):
 class Schedule:
     def __init__(self, plans: Sequence[TargetPlan], opts: WaveOptions, start_ns: int) -> None:
         self.opts = opts
-        self.targets = [TargetState(i, plan, opts) for i, plan in enumerate(plans)]
-        for target in self.targets:
-            if target.complete:
-                # Refused before any probe (e.g. connect() of a UDP socket: no route): it
-                # ended at the start, not when the other targets' run ends.
-                target.finished_ns = start_ns
+        self.targets = [TargetState(i, plan, opts, start_ns) for i, plan in enumerate(plans)]
         self.start_ns = start_ns
         self.deadline_ns = start_ns + int(opts.timeout * NS)
         self.outstanding: dict[ProbeId, Probe] = {}
