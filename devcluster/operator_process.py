@@ -26,6 +26,8 @@ from devcluster.runtime import (
     free_port,
     http_ok,
     local_session,
+    process_cpu_seconds,
+    process_status_kib,
     wait_until,
 )
 
@@ -208,16 +210,11 @@ class OperatorProcess:
 
     def rss_peak_kib(self) -> int:
         assert self.proc is not None
-        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1])
-        return 0
+        return process_status_kib(self.proc.pid, "VmHWM")
 
     def cpu_seconds(self) -> float:
         assert self.proc is not None
-        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        ticks = os.sysconf("SC_CLK_TCK")
-        return (int(fields[11]) + int(fields[12])) / ticks
+        return process_cpu_seconds(self.proc.pid)
 
 
 def probe_manifest(name: str, spec: Mapping[str, Any]) -> dict[str, Any]:

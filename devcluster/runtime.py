@@ -78,6 +78,20 @@ def process_start_time(pid: int) -> int | None:
     return int(fields[19])
 
 
+def process_status_kib(pid: int, key: str) -> int:
+    """A `/proc/PID/status` size line in KiB (`VmRSS`, `VmHWM`), 0 when the line is missing."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(f"{key}:"):
+            return int(line.split()[1])
+    return 0
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process (utime + stime from /proc/PID/stat)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _alive(pid: int, start_time: int | None) -> bool:
     current = process_start_time(pid)
     if current is None:

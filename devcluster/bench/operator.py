@@ -38,6 +38,7 @@ from devcluster.operator_process import (
     probe_manifest,
     probe_path,
 )
+from devcluster.runtime import process_status_kib
 
 NAMESPACE = "bench"
 TARGET_SECONDS = 60.0
@@ -48,10 +49,7 @@ CHURN_ROUNDS = 2
 
 def vm_rss_mb(operator: OperatorProcess) -> float:
     assert operator.proc is not None
-    for line in Path(f"/proc/{operator.proc.pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
+    return process_status_kib(operator.proc.pid, "VmRSS") / 1024
 
 
 @dataclass(frozen=True)

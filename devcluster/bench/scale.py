@@ -36,7 +36,6 @@ import concurrent.futures
 import contextlib
 import dataclasses
 import http.client
-import os
 import statistics
 import sys
 import tempfile
@@ -54,6 +53,7 @@ from traceroute_probe.metrics import JOB, build_registry
 from devcluster.bench.legacy_metrics import legacy_exposition
 from devcluster.bench.synthetic import TARGET, synthetic_run
 from devcluster.promstack import Prometheus, Pushgateway, ScrapeTarget
+from devcluster.runtime import process_cpu_seconds, process_status_kib
 
 PUSH_TIMEOUT_S = 5.0  # the probe's own (PushSettings.timeout)
 PERIOD_S = 300.0  # */5
@@ -195,20 +195,6 @@ def fill(ports: Sequence[int], bodies: Sequence[bytes]) -> tuple[float, int]:
 # --- the gateway process ----------------------------------------------------------------
 
 
-def _rss_mb(pid: int) -> float:
-    with open(f"/proc/{pid}/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return 0.0
-
-
-def _cpu_seconds(pid: int) -> float:
-    with open(f"/proc/{pid}/stat") as stat:
-        fields = stat.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 class ProcessMeter:
     """Samples the summed RSS and CPU time of processes (every shard) every 0.25 s."""
 
@@ -219,10 +205,10 @@ class ProcessMeter:
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def rss_mb(self) -> float:
-        return sum(_rss_mb(pid) for pid in self.pids)
+        return sum(process_status_kib(pid, "VmRSS") for pid in self.pids) / 1024
 
     def cpu_seconds(self) -> float:
-        return sum(_cpu_seconds(pid) for pid in self.pids)
+        return sum(process_cpu_seconds(pid) for pid in self.pids)
 
     def _run(self) -> None:
         while not self._stop.wait(0.25):
