@@ -17,14 +17,19 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from traceroute_probe.contract import (
+    LOG_PREFIX,
+    MAX_TARGETS,
+    RESULT_FORMAT_VERSION,
+    MessageKey,
+    TargetKey,
+)
+
 from .pathchange import Path
 
 # The kubelet caps termination messages at 4096 bytes; anything far larger is not ours.
 MAX_MESSAGE_BYTES = 64 * 1024
-MAX_TARGETS = 64
 MAX_TTL = 255
-# how the probe starts each line it writes to stderr (traceroute_probe.cli._stderr)
-PROBE_LOG_PREFIX = "traceroute-probe: "
 MAX_LOG_LINES = 8
 
 
@@ -104,34 +109,34 @@ def _text(value: Any, limit: int = 1024) -> str | None:
 
 def _target(raw: Any, index: int) -> TargetReport:
     if not isinstance(raw, Mapping):
-        raise ResultError(f"t[{index}]: not an object")
-    name = raw.get("n")
+        raise ResultError(f"{MessageKey.TARGETS}[{index}]: not an object")
+    name = raw.get(TargetKey.NAME)
     if not isinstance(name, str) or not name or len(name) > 253:
-        raise ResultError(f"t[{index}].n: missing target name")
-    reached = raw.get("r")
+        raise ResultError(f"{MessageKey.TARGETS}[{index}].{TargetKey.NAME}: missing target name")
+    reached = raw.get(TargetKey.REACHED)
     if not isinstance(reached, bool):
-        raise ResultError(f"t[{index}].r: not a boolean")
-    hops = raw.get("h")
+        raise ResultError(f"{MessageKey.TARGETS}[{index}].{TargetKey.REACHED}: not a boolean")
+    hops = raw.get(TargetKey.HOPS)
     if isinstance(hops, bool) or not isinstance(hops, int) or not 0 <= hops <= MAX_TTL:
-        raise ResultError(f"t[{index}].h: not a hop count")
-    hops_min = raw.get("hmin")
+        raise ResultError(f"{MessageKey.TARGETS}[{index}].{TargetKey.HOPS}: not a hop count")
+    hops_min = raw.get(TargetKey.HOPS_MIN)
     if isinstance(hops_min, bool) or not isinstance(hops_min, int) or not 0 < hops_min < hops:
         hops_min = None  # absent (every flow the same length) or not a shorter hop count
-    loss = _number(raw.get("l"))
+    loss = _number(raw.get(TargetKey.LOSS))
     if loss is not None and not 0.0 <= loss <= 1.0:
         loss = None
-    rtt = _number(raw.get("rtt"))
+    rtt = _number(raw.get(TargetKey.RTT))
     if rtt is not None and rtt < 0:
         rtt = None
     return TargetReport(
         name=name,
-        address=_address(raw.get("a")),
+        address=_address(raw.get(TargetKey.ADDRESS)),
         reached=reached,
         hops=hops,
-        path=_path(raw.get("p"), hops),
+        path=_path(raw.get(TargetKey.PATH), hops),
         loss_ratio=loss,
         rtt_ms=rtt,
-        error=_text(raw.get("e")),
+        error=_text(raw.get(TargetKey.ERROR)),
         hops_min=hops_min,
     )
 
@@ -155,18 +160,20 @@ def parse_termination_message(message: str | bytes | None) -> RunReport:
         raise ResultError(f"termination message is not JSON ({exc.msg} at {exc.pos})") from None
     if not isinstance(doc, Mapping):
         raise ResultError("termination message is not a JSON object")
-    if doc.get("v") != 1:
-        raise ResultError(f"unsupported result version {doc.get('v')!r} (expected 1)")
-    timestamp = _number(doc.get("ts"))
+    if (version := doc.get(MessageKey.VERSION)) != RESULT_FORMAT_VERSION:
+        raise ResultError(
+            f"unsupported result version {version!r} (expected {RESULT_FORMAT_VERSION})"
+        )
+    timestamp = _number(doc.get(MessageKey.TIMESTAMP))
     if timestamp is None or timestamp <= 0:
         raise ResultError("ts: missing run timestamp")
-    code = doc.get("code")
+    code = doc.get(MessageKey.EXIT_CODE)
     if isinstance(code, bool) or not isinstance(code, int):
         raise ResultError("code: missing exit code")
-    raw_targets = doc.get("t")
+    raw_targets = doc.get(MessageKey.TARGETS)
     if not isinstance(raw_targets, list) or len(raw_targets) > MAX_TARGETS:
         raise ResultError("t: missing target list")
-    raw_errors = doc.get("err") or []
+    raw_errors = doc.get(MessageKey.ERRORS) or []
     errors = (
         tuple(e for e in (_text(x) for x in raw_errors[:70]) if e)
         if isinstance(raw_errors, list)
@@ -174,11 +181,11 @@ def parse_termination_message(message: str | bytes | None) -> RunReport:
     )
     return RunReport(
         timestamp=timestamp,
-        duration=max(0.0, _number(doc.get("dur")) or 0.0),
+        duration=max(0.0, _number(doc.get(MessageKey.DURATION)) or 0.0),
         exit_code=code,
         errors=errors,
         targets=tuple(_target(t, i) for i, t in enumerate(raw_targets)),
-        truncated=doc.get("trunc") is True,
+        truncated=doc.get(MessageKey.TRUNCATED) is True,
     )
 
 
@@ -197,5 +204,5 @@ def log_lines(message: str | bytes | None) -> tuple[str, ...]:
     if not text or text.startswith("{"):
         return ()
     lines = [line.strip() for line in text.splitlines() if line.strip()]
-    own = [line for line in lines if line.startswith(PROBE_LOG_PREFIX)]
+    own = [line for line in lines if line.startswith(LOG_PREFIX)]
     return tuple(line[:1024] for line in (own[-MAX_LOG_LINES:] or lines[-1:]))

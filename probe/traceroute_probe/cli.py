@@ -25,6 +25,7 @@ from typing import NoReturn
 
 from . import __version__
 from .contract import (
+    LOG_PREFIX,
     MAX_TARGETS,
     OUTCOME_ERROR_KINDS,
     TERMINATION_LOG_PATH,
@@ -271,7 +272,7 @@ def _write_termination_log(path: str | None, text: str) -> str | None:
 
 
 def _stderr(line: str) -> None:
-    print(f"{PROG}: {line}", file=sys.stderr, flush=True)
+    print(f"{LOG_PREFIX}{line}", file=sys.stderr, flush=True)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

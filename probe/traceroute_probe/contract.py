@@ -69,6 +69,9 @@ class Flag:
 
 MAX_TARGETS: Final = 64
 TERMINATION_LOG_PATH: Final = "/dev/termination-log"
+# The probe starts every line it writes to stderr with this: a log tail (the kubelet's
+# fallback message when the probe failed before writing its result) is picked by it.
+LOG_PREFIX: Final = "traceroute-probe: "
 
 
 # --- 3. the termination message --------------------------------------------------------------

@@ -10,12 +10,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from traceroute_operator.results import (
-    PROBE_LOG_PREFIX,
     ResultError,
     log_lines,
     parse_termination_message,
 )
 from traceroute_probe import cli as probe_cli
+from traceroute_probe.contract import LOG_PREFIX
 
 CONTRACT_EXAMPLE = {
     "v": 1,
@@ -172,7 +172,7 @@ def test_a_log_tail_yields_the_probes_own_lines(capsys: pytest.CaptureFixture[st
     code = probe_cli.main(["--protocol", "icmp", "--port", "80", "--", "192.0.2.1"])
     assert code == 2
     stderr = capsys.readouterr().err
-    assert stderr.startswith(PROBE_LOG_PREFIX)
+    assert stderr.startswith(LOG_PREFIX)
     with pytest.raises(ResultError):
         parse_termination_message(stderr)
     assert log_lines(stderr) == (stderr.strip(),)

@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from traceroute_probe.contract import Flag
+
 from ..config import OperatorConfig
 from ..naming import CONTAINER_NAME, TERMINATION_MESSAGE_PATH, cronjob_name, probe_labels
 from ..pushgateway_policy import EffectivePushgateway
@@ -29,49 +31,49 @@ def probe_args(
 ) -> list[str]:
     """Command-line arguments of the probe (contracts.md section 2)."""
     args = [
-        "--protocol",
+        Flag.PROTOCOL,
         spec.protocol,
-        "--ip-family",
+        Flag.IP_FAMILY,
         spec.ip_family,
-        "--max-hops",
+        Flag.MAX_HOPS,
         str(spec.max_hops),
-        "--flows",
+        Flag.FLOWS,
         str(spec.flows),
-        "--probes-per-hop",
+        Flag.PROBES_PER_HOP,
         str(spec.probes_per_hop),
-        "--timeout",
+        Flag.TIMEOUT,
         str(spec.timeout_seconds),
-        "--pps",
+        Flag.PPS,
         str(spec.packets_per_second),
-        "--namespace",
+        Flag.NAMESPACE,
         ref.namespace,
-        "--probe",
+        Flag.PROBE,
         ref.name,
-        "--termination-log",
+        Flag.TERMINATION_LOG,
         TERMINATION_MESSAGE_PATH,
     ]
     if spec.port is not None:
-        args += ["--port", str(spec.port)]
+        args += [Flag.PORT, str(spec.port)]
     if (delay := _start_delay(ref, spec, max_start_delay)) > 0:
-        args += ["--start-delay-seconds", str(delay)]
-    args += ["--pushgateway", pushgateway.url]
+        args += [Flag.START_DELAY_SECONDS, str(delay)]
+    args += [Flag.PUSHGATEWAY, pushgateway.url]
     if pushgateway.tls_ca is not None:
-        args += ["--pushgateway-ca", f"{CA_MOUNT}/ca.crt"]
+        args += [Flag.PUSHGATEWAY_CA, f"{CA_MOUNT}/ca.crt"]
     if pushgateway.basic_auth is not None:
         args += [
-            "--pushgateway-username-file",
+            Flag.PUSHGATEWAY_USERNAME_FILE,
             f"{AUTH_MOUNT}/username",
-            "--pushgateway-password-file",
+            Flag.PUSHGATEWAY_PASSWORD_FILE,
             f"{AUTH_MOUNT}/password",
         ]
     for key in sorted(spec.metric_labels):
-        args += ["--label", f"{key}={spec.metric_labels[key]}"]
+        args += [Flag.LABEL, f"{key}={spec.metric_labels[key]}"]
     if spec.expected_hops is not None:
-        args += ["--expected-hops", str(spec.expected_hops)]
+        args += [Flag.EXPECTED_HOPS, str(spec.expected_hops)]
     for target in sorted(spec.expected_hops_by_target):
-        args += ["--expected-hops", f"{target}={spec.expected_hops_by_target[target]}"]
+        args += [Flag.EXPECTED_HOPS, f"{target}={spec.expected_hops_by_target[target]}"]
     # "--" ends the options: a target can never be read as one
-    return [*args, "--", *spec.targets]
+    return [*args, Flag.END_OF_OPTIONS, *spec.targets]
 
 
 def _start_delay(ref: ProbeRef, spec: ProbeSpec, max_delay: int) -> int:
