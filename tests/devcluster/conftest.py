@@ -1,8 +1,8 @@
-"""Fixtures of the cluster with real nodes (devcluster.fixtures). Its admin `kube` is
+"""Fixtures of the cluster with real nodes (tests/fixtures/nodes.py). Its admin `kube` is
 imported only by the modules that test the nodes (test_nodes.py, test_operator_on_nodes.py):
 the other tests here (control plane, pod runner, Prometheus stack) keep the session control
 plane's `kube`."""
 
-from devcluster.fixtures import dev_cluster, node_namespace
+from tests.fixtures.nodes import dev_cluster, node_namespace
 
 __all__ = ["dev_cluster", "node_namespace"]

@@ -18,11 +18,11 @@ from traceroute_operator.pushgateway_policy import effective_pushgateway
 from traceroute_operator.ref import ProbeRef
 from traceroute_operator.spec import ProbeSpec
 
-from devcluster import fixtures as node_fixtures
 from devcluster.cluster import DevCluster
 from devcluster.kubetools import KubeRest, kubectl
 from devcluster.nodes import Node
 from devcluster.runtime import wait_until
+from tests.fixtures import nodes as node_fixtures
 
 # this module's `kube` is the real-node cluster's, not the session control plane's
 kube = node_fixtures.kube

@@ -10,7 +10,6 @@ from typing import Any
 
 import pytest
 
-from devcluster import fixtures as node_fixtures
 from devcluster.cluster import DevCluster
 from devcluster.images import push
 from devcluster.kubetools import (
@@ -25,6 +24,7 @@ from devcluster.operator_process import create_job_from_cronjob
 from devcluster.paths import CHART
 from devcluster.runtime import wait_until
 from devcluster.stack import OPERATOR_SELECTOR, install_crds
+from tests.fixtures import nodes as node_fixtures
 
 # this module's `kube` is the real-node cluster's, not the session control plane's
 kube = node_fixtures.kube
