@@ -252,6 +252,19 @@ def _groups(pgw: Pushgateway) -> set[tuple[str, str, str]]:
     }
 
 
+def _names_on_both_shards(shards: tuple[str, ...], count: int) -> list[str]:
+    """``count`` probe names, half on each shard. The gateways' ports are random,
+    so a fixed list of names can land on one shard (one full run put all 12 on one)."""
+    candidates = [f"s{i:02d}" for i in range(64)]
+    by_shard = {
+        url: [n for n in candidates if shard_for(shards, identity(SHARD_NAMESPACE, n)) == url]
+        for url in shards
+    }
+    per_shard = count // len(shards)
+    assert all(len(v) >= per_shard for v in by_shard.values()), by_shard
+    return sorted(n for names in by_shard.values() for n in names[:per_shard])
+
+
 def test_probes_split_over_two_real_shards_and_cleanup_hits_the_right_one(
     audited: tuple[ControlPlane, Path], tmp_path: Path
 ) -> None:
@@ -275,7 +288,7 @@ def test_probes_split_over_two_real_shards_and_cleanup_hits_the_right_one(
             env={"TRACEROUTE_PUSHGATEWAY_SHARDS": f"{first.url},{second.url}"},
         ).start()
         try:
-            names = [f"s{i:02d}" for i in range(12)]
+            names = _names_on_both_shards(tuple(shards), count=12)
             for name in names:
                 kube.post(
                     probe_path(SHARD_NAMESPACE),
