@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import hashlib
 
-from traceroute_probe.contract import PUSHGATEWAY_JOB, TERMINATION_LOG_PATH
-
 GROUP = "traceroute.dev"
 VERSION = "v1alpha1"
 API_VERSION = f"{GROUP}/{VERSION}"
@@ -20,9 +18,8 @@ ANNOTATION_PREFIX = "traceroute.dev"
 FIELD_MANAGER = "traceroute-operator"
 MANAGED_BY = "traceroute-operator"
 
-# Job names of the two Pushgateway groups of a probe: the probe's own results and the
-# operator's path-change verdict.
-PROBE_JOB = PUSHGATEWAY_JOB
+# Job name of the operator's path-change verdict group, beside the probe's own results
+# (contract.PUSHGATEWAY_JOB).
 OPERATOR_JOB = "traceroute-operator"
 
 LABEL_PROBE = "traceroute.dev/probe"
@@ -30,7 +27,6 @@ LABEL_PROBE_UID = "traceroute.dev/probe-uid"
 LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
 
 CONTAINER_NAME = "probe"
-TERMINATION_MESSAGE_PATH = TERMINATION_LOG_PATH
 
 # Job names get an 11-character suffix from the CronJob controller; 52 keeps them valid.
 CRONJOB_NAME_LIMIT = 52

@@ -17,9 +17,11 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
+from traceroute_probe.contract import PUSHGATEWAY_JOB
+
 from .config import OperatorConfig
 from .kube import Kube, KubeError
-from .naming import OPERATOR_JOB, PROBE_JOB
+from .naming import OPERATOR_JOB
 from .pushgateway_policy import EffectivePushgateway
 from .status import parse_iso
 from .trust import Refusal, SecretLookup, check_pushgateway_url, check_secret
@@ -131,7 +133,7 @@ def push_verdict(
 
 def delete_groups(endpoint: PushgatewayEndpoint, namespace: str, probe: str) -> None:
     """DELETE the probe's and the operator's group of one probe; raises on the first failure."""
-    for job in (PROBE_JOB, OPERATOR_JOB):
+    for job in (PUSHGATEWAY_JOB, OPERATOR_JOB):
         _request(endpoint, "DELETE", group_url(endpoint.url, job, namespace, probe), None)
 
 

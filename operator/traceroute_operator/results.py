@@ -166,13 +166,13 @@ def parse_termination_message(message: str | bytes | None) -> RunReport:
         )
     timestamp = _number(doc.get(MessageKey.TIMESTAMP))
     if timestamp is None or timestamp <= 0:
-        raise ResultError("ts: missing run timestamp")
+        raise ResultError(f"{MessageKey.TIMESTAMP}: missing run timestamp")
     code = doc.get(MessageKey.EXIT_CODE)
     if isinstance(code, bool) or not isinstance(code, int):
-        raise ResultError("code: missing exit code")
+        raise ResultError(f"{MessageKey.EXIT_CODE}: missing exit code")
     raw_targets = doc.get(MessageKey.TARGETS)
     if not isinstance(raw_targets, list) or len(raw_targets) > MAX_TARGETS:
-        raise ResultError("t: missing target list")
+        raise ResultError(f"{MessageKey.TARGETS}: missing target list")
     raw_errors = doc.get(MessageKey.ERRORS) or []
     errors = (
         tuple(e for e in (_text(x) for x in raw_errors[:70]) if e)

@@ -28,6 +28,7 @@ from .contract import (
     LOG_PREFIX,
     MAX_TARGETS,
     OUTCOME_ERROR_KINDS,
+    PROG,
     TERMINATION_LOG_PATH,
     ExitCode,
     Flag,
@@ -38,7 +39,6 @@ from .result import RunResult, TargetError, TargetResult, termination_message
 from .table import render
 from .wave import run_wave
 
-PROG = "traceroute-probe"
 _HOST_NAME = re.compile(r"^[A-Za-z0-9_](?:[A-Za-z0-9_.-]*[A-Za-z0-9_])?\.?$")
 
 

@@ -69,9 +69,10 @@ class Flag:
 
 MAX_TARGETS: Final = 64
 TERMINATION_LOG_PATH: Final = "/dev/termination-log"
+PROG: Final = "traceroute-probe"
 # The probe starts every line it writes to stderr with this: a log tail (the kubelet's
 # fallback message when the probe failed before writing its result) is picked by it.
-LOG_PREFIX: Final = "traceroute-probe: "
+LOG_PREFIX: Final = f"{PROG}: "
 
 
 # --- 3. the termination message --------------------------------------------------------------

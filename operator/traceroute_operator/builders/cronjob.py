@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from traceroute_probe.contract import Flag
+from traceroute_probe.contract import TERMINATION_LOG_PATH, Flag
 
 from ..config import OperatorConfig
-from ..naming import CONTAINER_NAME, TERMINATION_MESSAGE_PATH, cronjob_name, probe_labels
+from ..naming import CONTAINER_NAME, cronjob_name, probe_labels
 from ..pushgateway_policy import EffectivePushgateway
 from ..ref import ProbeRef
 from ..spec import ProbeSpec
@@ -50,7 +50,7 @@ def probe_args(
         Flag.PROBE,
         ref.name,
         Flag.TERMINATION_LOG,
-        TERMINATION_MESSAGE_PATH,
+        TERMINATION_LOG_PATH,
     ]
     if spec.port is not None:
         args += [Flag.PORT, str(spec.port)]
@@ -151,7 +151,7 @@ def build_cronjob(
             "runAsGroup": config.probe_gid,
             "seccompProfile": {"type": "RuntimeDefault"},
         },
-        "terminationMessagePath": TERMINATION_MESSAGE_PATH,
+        "terminationMessagePath": TERMINATION_LOG_PATH,
         # the probe's JSON; when a failed probe wrote none (exit 2: bad arguments), the log
         # tail with its stderr line, which the operator puts into status.lastRun.errors
         "terminationMessagePolicy": "FallbackToLogsOnError",

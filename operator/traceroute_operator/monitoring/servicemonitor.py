@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..naming import OPERATOR_JOB, PROBE_JOB
+from traceroute_probe.contract import PUSHGATEWAY_JOB
+
+from ..naming import OPERATOR_JOB
 from ._common import common_labels
 from .settings import MonitoringSettings
 
@@ -26,7 +28,7 @@ def build_pushgateway_servicemonitor(settings: MonitoringSettings) -> dict[str, 
     }
     if settings.servicemonitor_keep_only_traceroute_jobs:
         # Job names are plain words: no regex escaping needed (and RE2 is anchored).
-        jobs = f"{PROBE_JOB}|{OPERATOR_JOB}"
+        jobs = f"{PUSHGATEWAY_JOB}|{OPERATOR_JOB}"
         endpoint["metricRelabelings"] = [
             {"sourceLabels": ["job"], "regex": jobs, "action": "keep"},
         ]
